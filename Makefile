@@ -1,0 +1,42 @@
+# Quick start: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+PIP_FLAGS := --disable-pip-version-check --quiet --constraint constraints.txt
+RUNTIME_STAMP := $(VENV)/.fedcare-runtime
+TEST_STAMP := $(VENV)/.fedcare-test
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned, so the `torch>=2.6` range is already met by the local CPU build.
+$(RUNTIME_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install $(PIP_FLAGS) torch==2.13.0
+	$(PIP) install $(PIP_FLAGS) -e .
+	touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP)
+	$(PIP) install $(PIP_FLAGS) -e '.[test]'
+	touch $@
+
+demo: $(RUNTIME_STAMP)
+	$(BIN)/fedcare simulate --out runs/demo
+
+test: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy fedcare server client privacy simulations
+
+clean:
+	rm -rf $(VENV) build *.egg-info runs

@@ -1,0 +1,5 @@
+"""``python -m fedcare`` runs the CLI."""
+
+from fedcare.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""Run configuration: one frozen, validated dataclass, from TOML plus CLI overrides.
+
+The same object travels to Flower as a flat run-config (``to_run_config``) and is rebuilt, and so
+re-validated, inside the ServerApp (``from_run_config``): a bad value fails before round 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from fedcare.errors import ConfigError
+from fedcare.tasks import ModelName, get_task
+
+
+class StrategyName(StrEnum):
+    """Aggregation strategies, each one of Flower's own ``flwr.serverapp.strategy`` classes."""
+
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+
+
+class Weighting(StrEnum):
+    """How site updates are weighted in the average.
+
+    ``uniform`` (default): every hospital counts the same and no site sends a training-set
+    size at all. ``examples``: FedAvg's classic weighting by training rows, which sites report
+    rounded to a bucket of 10 so no exact count leaves a site.
+    """
+
+    UNIFORM = "uniform"
+    EXAMPLES = "examples"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a federated run; field names are the TOML keys with '-'."""
+
+    scenario: str = "heart-disease"
+    task: str = "heart-disease"
+    model: ModelName = ModelName.LOGREG
+    strategy: StrategyName = StrategyName.FEDYOGI
+    weighting: Weighting = Weighting.UNIFORM
+    rounds: int = 20
+    local_epochs: int = 1
+    batch_size: int = 8
+    learning_rate: float = 0.01
+    proximal_mu: float = 0.1
+    server_learning_rate: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, enum in (
+            ("model", ModelName),
+            ("strategy", StrategyName),
+            ("weighting", Weighting),
+        ):
+            object.__setattr__(self, name, _as_enum(enum, name, getattr(self, name)))
+        get_task(self.task)
+        _require(self.rounds, "rounds", 1, 10_000)
+        _require(self.local_epochs, "local-epochs", 1, 1_000)
+        _require(self.batch_size, "batch-size", 1, 1_000_000)
+        _require_positive(self.learning_rate, "learning-rate")
+        _require_positive(self.server_learning_rate, "server-learning-rate")
+        if not isinstance(self.proximal_mu, int | float) or self.proximal_mu < 0:
+            raise ConfigError(f"proximal-mu: {self.proximal_mu!r} must be a number >= 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed: {self.seed!r} must be an integer >= 0")
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` applied (and validated); ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_run_config(self) -> dict[str, str | int | float]:
+        """Flat Flower run-config (TOML-style keys)."""
+        return {_key(f.name): _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_run_config(cls, values: Mapping[str, Any], source: str = "run-config") -> RunConfig:
+        """Rebuild from TOML-style keys; unknown keys are errors, missing keys take defaults."""
+        known = {_key(f.name): f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(known))}"
+            )
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            expected = _FIELD_TYPES[known[key]]
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if expected in (int, float) and (
+                isinstance(value, bool) or not isinstance(value, expected)
+            ):
+                raise ConfigError(f"{source}: {key} = {value!r} must be {expected.__name__}")
+            kwargs[known[key]] = value
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "scenario": str, "task": str, "model": str, "strategy": str, "weighting": str,
+    "rounds": int, "local_epochs": int, "batch_size": int, "learning_rate": float,
+    "proximal_mu": float, "server_learning_rate": float, "seed": int,
+}  # fmt: skip
+
+
+def load_config(path: Path | None) -> RunConfig:
+    """Defaults, overlaid with the TOML file at ``path`` (flat keys or a ``[run]`` table)."""
+    if path is None:
+        return RunConfig()
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    table = document.get("run", document)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [run] must be a table")
+    return RunConfig.from_run_config(table, source=str(path))
+
+
+def _key(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+def _plain(value: Any) -> str | int | float:
+    return str(value) if isinstance(value, StrEnum) else value
+
+
+def _as_enum(enum: type[StrEnum], name: str, value: Any) -> StrEnum:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in enum)
+        raise ConfigError(
+            f"{_key(name)}: unknown value {value!r}; choose one of: {allowed}"
+        ) from None
+
+
+def _require(value: Any, key: str, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{key}: {value!r} must be an integer from {low} to {high}")
+
+
+def _require_positive(value: Any, key: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f"{key}: {value!r} must be a number > 0")

@@ -1,0 +1,176 @@
+"""The UCI Heart Disease task, with FLamby's Fed-Heart-Disease protocol exactly.
+
+Protocol (FLamby, ``flamby/datasets/fed_heart_disease``): drop ``slope``, ``ca``, ``thal``; drop
+rows that still have a missing value; label ``num > 0``; one-hot ``cp`` and ``restecg`` dropping
+the first level (13 features); per-site stratified split with scikit-learn's
+``train_test_split(test_size=1 - 0.66, train_size=0.66, random_state=43)``; each site
+standardised with its own training statistics only, so no test row leaks into preprocessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from fedcare.errors import DataError
+from fedcare.tasks.base import FloatArray, ModelName, SiteData
+
+RAW_COLUMNS: tuple[str, ...] = (
+    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
+    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+)  # fmt: skip
+DROPPED_COLUMNS: tuple[str, ...] = ("slope", "ca", "thal")
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "age", "sex", "trestbps", "chol", "fbs", "thalach", "exang", "oldpeak",
+)  # fmt: skip
+# One-hot levels kept after dropping the first level (cp=1, restecg=0), as pandas'
+# get_dummies(drop_first=True) does on the pooled data in FLamby.
+ONE_HOT_LEVELS: dict[str, tuple[int, ...]] = {"cp": (2, 3, 4), "restecg": (1, 2)}
+FEATURE_NAMES: tuple[str, ...] = NUMERIC_FEATURES + tuple(
+    f"{column}_{level}" for column, levels in ONE_HOT_LEVELS.items() for level in levels
+)
+MISSING_MARK = "?"
+TRAIN_FRACTION = 0.66
+SPLIT_SEED = 43
+MLP_HIDDEN = 32
+MAX_PROBLEMS_SHOWN = 5
+
+
+def read_raw(path: Path) -> np.ndarray:
+    """Parse one site's headerless 14-column file; NaN marks ``?``.
+
+    Every malformed line is collected and reported in one line, so a site fixes its export once.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found; check the site's data path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}); export the file as plain CSV"
+        ) from None
+    rows: list[list[float]] = []
+    problems: list[str] = []
+    for line_no, fields in enumerate(csv.reader(text.splitlines()), start=1):
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != len(RAW_COLUMNS):
+            problems.append(
+                f"line {line_no}: expected {len(RAW_COLUMNS)} comma-separated columns, "
+                f"found {len(fields)}"
+            )
+            continue
+        values: list[float] = []
+        for column, raw in zip(RAW_COLUMNS, fields, strict=True):
+            value = raw.strip()
+            if value == MISSING_MARK:
+                values.append(math.nan)
+                continue
+            try:
+                number = float(value)
+            except ValueError:
+                problems.append(f"line {line_no} column '{column}': {value!r} is not a number")
+                continue
+            if not math.isfinite(number):
+                problems.append(f"line {line_no} column '{column}': {value!r} is not finite")
+                continue
+            values.append(number)
+        if len(values) == len(RAW_COLUMNS):
+            rows.append(values)
+    if problems:
+        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        suffix = f"; and {more} more" if more > 0 else ""
+        raise DataError(f"{path}: {len(problems)} problem(s): {shown}{suffix}")
+    if not rows:
+        raise DataError(f"{path}: no data rows; the file is empty")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def flamby_features(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop FLamby's columns and incomplete rows, one-hot encode; return (X, y) unscaled."""
+    keep = [i for i, c in enumerate(RAW_COLUMNS) if c not in DROPPED_COLUMNS]
+    kept = raw[:, keep]
+    kept_names = [RAW_COLUMNS[i] for i in keep]
+    complete = kept[~np.isnan(kept).any(axis=1)]
+    index = {name: i for i, name in enumerate(kept_names)}
+    columns = [complete[:, index[name]] for name in NUMERIC_FEATURES]
+    for column, levels in ONE_HOT_LEVELS.items():
+        columns.extend((complete[:, index[column]] == level).astype(np.float64) for level in levels)
+    features = np.stack(columns, axis=1)
+    labels = (complete[:, index["num"]] > 0).astype(np.float64)
+    return features, labels
+
+
+def split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FLamby's per-site split: stratified when each class has more than two rows."""
+    levels, counts = np.unique(labels, return_counts=True)
+    stratify = labels if levels.size > 1 and bool((counts > 2).all()) else None
+    train_idx, test_idx = train_test_split(
+        np.arange(labels.shape[0]),
+        test_size=1.0 - TRAIN_FRACTION,
+        train_size=TRAIN_FRACTION,
+        random_state=SPLIT_SEED,
+        shuffle=True,
+        stratify=stratify,
+    )
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[FloatArray, FloatArray]:
+    """Scale both sets with statistics of ``x_train`` only; constant columns are left centred."""
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std = np.where(std > 0.0, std, 1.0)
+    return (
+        ((x_train - mean) / std).astype(np.float32),
+        ((x_test - mean) / std).astype(np.float32),
+    )
+
+
+class HeartDiseaseTask:
+    """Binary diagnosis of coronary artery disease (``num > 0``) from 13 routine features."""
+
+    name = "heart-disease"
+    n_features = len(FEATURE_NAMES)
+
+    def load_site(self, site: str, path: Path) -> SiteData:
+        features, labels = flamby_features(read_raw(path))
+        if features.shape[0] < 2 or np.unique(labels).size < 2:
+            raise DataError(
+                f"{path}: site '{site}' needs complete rows of both classes to train; "
+                f"found {features.shape[0]} complete row(s)"
+            )
+        train_idx, test_idx = split_indices(labels)
+        x_train, x_test = standardise(features[train_idx], features[test_idx])
+        return SiteData(
+            site=site,
+            x_train=x_train,
+            y_train=labels[train_idx].astype(np.float32),
+            x_test=x_test,
+            y_test=labels[test_idx].astype(np.float32),
+            feature_names=FEATURE_NAMES,
+        )
+
+    def build_model(self, model: ModelName, seed: int) -> nn.Module:
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            if model is ModelName.LOGREG:
+                return nn.Linear(self.n_features, 1)
+            return nn.Sequential(
+                nn.Linear(self.n_features, MLP_HIDDEN),
+                nn.ReLU(),
+                nn.Linear(MLP_HIDDEN, 1),
+            )
+        finally:
+            torch.random.set_rng_state(generator_state)
+
+    def loss(self) -> nn.Module:
+        return nn.BCEWithLogitsLoss()

@@ -1,0 +1,97 @@
+"""The fedcare ServerApp: the coordinator's round loop, identical in simulation and deployment.
+
+Run config = the :class:`~fedcare.config.RunConfig` keys plus the runtime keys below. Each round
+it aggregates with one of Flower's strategies, evaluates the global model at every site, and
+rewrites ``rounds.json`` atomically; at the end it saves the global weights as safetensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedcare import messages as keys
+from fedcare.atomic import write_json_atomic
+from fedcare.config import RunConfig
+from fedcare.errors import ConfigError
+from fedcare.server import progress
+from fedcare.server.strategies import build_strategy
+from fedcare.server.tracking import RoundRecord, SiteTracking
+from fedcare.tasks import get_task
+from fedcare.weights import save_weights, to_record
+
+OUT_DIR_KEY = "out-dir"
+MIN_SITES_KEY = "min-sites"
+SIM_SITES_KEY = "sim-sites"  # read by simulated ClientApps only
+RUNTIME_KEYS = frozenset({OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY})
+ROUNDS_FILE = "rounds.json"
+WEIGHTS_FILE = "global_model.safetensors"
+REPLY_TIMEOUT_S = 3600.0
+
+app = ServerApp()
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ServerApp's view of its run config."""
+
+    run: RunConfig
+    out_dir: Path
+    min_sites: int
+
+    @classmethod
+    def from_run_config(cls, values: dict[str, Any]) -> ServerSettings:
+        run = RunConfig.from_run_config({k: v for k, v in values.items() if k not in RUNTIME_KEYS})
+        min_sites = values.get(MIN_SITES_KEY, 2)
+        if not isinstance(min_sites, int) or min_sites < 1:
+            raise ConfigError(
+                f"run-config: {MIN_SITES_KEY} = {min_sites!r} must be an integer >= 1"
+            )
+        return cls(
+            run=run, out_dir=Path(str(values.get(OUT_DIR_KEY, "fedcare-out"))), min_sites=min_sites
+        )
+
+
+def request_config(run: RunConfig) -> dict[str, str | int | float]:
+    """What every site needs to train or evaluate this run's model."""
+    return {
+        keys.TASK: run.task,
+        keys.MODEL: str(run.model),
+        keys.LOCAL_EPOCHS: run.local_epochs,
+        keys.BATCH_SIZE: run.batch_size,
+        keys.LEARNING_RATE: run.learning_rate,
+        keys.SEED: run.seed,
+        keys.WEIGHTING: str(run.weighting),
+    }
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Round 0 evaluation, then ``rounds`` rounds of train + per-site evaluation."""
+    settings = ServerSettings.from_run_config(dict(context.run_config))
+    run = settings.run
+    model = get_task(run.task).build_model(run.model, seed=run.seed)
+    initial = to_record(model)
+    history: list[RoundRecord] = []
+
+    def on_round(record: RoundRecord) -> None:
+        history.append(record)
+        write_json_atomic(settings.out_dir / ROUNDS_FILE, [r.to_json() for r in history])
+        progress.publish(record, run.rounds)
+
+    strategy = SiteTracking(build_strategy(run, settings.min_sites), on_round)
+    round_zero = strategy.configure_evaluate(0, initial, ConfigRecord(request_config(run)), grid)
+    strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero, timeout=REPLY_TIMEOUT_S))
+    result = strategy.start(
+        grid,
+        initial,
+        num_rounds=run.rounds,
+        timeout=REPLY_TIMEOUT_S,
+        train_config=ConfigRecord(request_config(run)),
+        evaluate_config=ConfigRecord(request_config(run)),
+    )
+    save_weights(settings.out_dir / WEIGHTS_FILE, result.arrays.to_torch_state_dict())

@@ -1,0 +1,58 @@
+"""Selecting one of Flower's own strategies by name, configured for a site federation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi, Strategy
+
+from fedcare import messages as keys
+from fedcare.config import RunConfig, StrategyName
+
+
+def mean_over_sites(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Unweighted mean of each metric over sites, ignoring NaN (FLamby's per-center mean).
+
+    Flower's default weights metrics by the reported sample count; a per-site mean is the
+    figure clinicians compare, and needs no counts.
+    """
+    per_key: dict[str, list[float]] = {}
+    for record in records:
+        for metric_record in record.metric_records.values():
+            for name, value in metric_record.items():
+                if name != weighted_by_key and isinstance(value, int | float):
+                    per_key.setdefault(name, []).append(float(value))
+    means: dict[str, float] = {}
+    for name, values in per_key.items():
+        finite = [v for v in values if not math.isnan(v)]
+        if finite:
+            means[name] = float(np.mean(finite))
+    return MetricRecord(means)
+
+
+def build_strategy(config: RunConfig, min_sites: int) -> Strategy:
+    """The Flower strategy named by ``config.strategy``, waiting for ``min_sites`` sites."""
+    common = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 1.0,
+        "min_train_nodes": min_sites,
+        "min_evaluate_nodes": min_sites,
+        "min_available_nodes": min_sites,
+        "weighted_by_key": keys.WEIGHT,
+        "arrayrecord_key": keys.ARRAYS,
+        "configrecord_key": keys.CONFIG,
+        "train_metrics_aggr_fn": mean_over_sites,
+        "evaluate_metrics_aggr_fn": mean_over_sites,
+    }
+    match config.strategy:
+        case StrategyName.FEDAVG:
+            return FedAvg(**common)
+        case StrategyName.FEDPROX:
+            return FedProx(**common, proximal_mu=config.proximal_mu)
+        case StrategyName.FEDADAM:
+            return FedAdam(**common, eta=config.server_learning_rate, eta_l=config.learning_rate)
+        case StrategyName.FEDYOGI:
+            return FedYogi(**common, eta=config.server_learning_rate, eta_l=config.learning_rate)
+    raise AssertionError(f"unhandled strategy {config.strategy}")  # pragma: no cover

@@ -1,0 +1,6 @@
+"""Multi-site simulations of the real ServerApp/ClientApp, with baselines and reports."""
+
+from fedcare.simulations.scenarios import Scenario, SiteSource, get_scenario
+from fedcare.simulations.simulate import simulate
+
+__all__ = ["Scenario", "SiteSource", "get_scenario", "simulate"]

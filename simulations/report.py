@@ -1,0 +1,101 @@
+"""The run folder's ``summary.json`` (schema in README) and its plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from fedcare.config import RunConfig
+from fedcare.metrics import BinaryMetrics
+from fedcare.simulations.baselines import BaselineResult
+from fedcare.tasks import SiteData
+
+ACCURACY_PLOT = "accuracy_per_site.png"
+COMPARISON_PLOT = "federated_vs_baselines.png"
+
+
+def _site_metrics(metrics: dict[str, BinaryMetrics]) -> dict[str, dict[str, float | None]]:
+    return {name: {"accuracy": m.accuracy, "auroc": m.auroc} for name, m in sorted(metrics.items())}
+
+
+def _baseline_json(result: BaselineResult) -> dict[str, Any]:
+    return {"mean_accuracy": result.mean_accuracy, "sites": _site_metrics(result.sites)}
+
+
+def build_summary(
+    config: RunConfig,
+    sites: list[SiteData],
+    final_round: dict[str, Any],
+    pooled: BaselineResult,
+    local: dict[str, BaselineResult],
+) -> dict[str, Any]:
+    """The summary of one simulated run; see README "summary.json"."""
+    federated = final_round["sites"]
+    return {
+        "scenario": config.scenario,
+        "task": config.task,
+        "model": str(config.model),
+        "strategy": str(config.strategy),
+        "rounds": config.rounds,
+        "seed": config.seed,
+        "sites": {
+            s.site: {
+                "n_train": s.n_train,
+                "n_test": s.n_test,
+                "accuracy": federated[s.site]["accuracy"],
+                "auroc": federated[s.site]["auroc"],
+            }
+            for s in sites
+        },
+        "mean_accuracy": final_round["mean_accuracy"],
+        "baselines": {
+            "pooled": _baseline_json(pooled),
+            "local": {name: _baseline_json(result) for name, result in sorted(local.items())},
+        },
+        "privacy": None,
+    }
+
+
+def write_plots(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
+    """Accuracy per site per round, and federated vs local-only vs pooled per site."""
+    site_names = sorted(summary["sites"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [r["round"] for r in rounds]
+    for name in site_names:
+        ax.plot(xs, [r["sites"][name]["accuracy"] for r in rounds], marker=".", label=name)
+    ax.plot(xs, [r["mean_accuracy"] for r in rounds], color="black", linewidth=2, label="mean")
+    ax.set(
+        xlabel="round", ylabel="test accuracy", title=f"{summary['strategy']}: accuracy per site"
+    )
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    accuracy_path = out_dir / ACCURACY_PLOT
+    fig.tight_layout()
+    fig.savefig(accuracy_path, dpi=110)
+    plt.close(fig)
+
+    columns: dict[str, list[float]] = {
+        "federated": [summary["sites"][n]["accuracy"] for n in site_names],
+        "pooled": [summary["baselines"]["pooled"]["sites"][n]["accuracy"] for n in site_names],
+    }
+    for owner, result in summary["baselines"]["local"].items():
+        columns[f"local: {owner}"] = [result["sites"][n]["accuracy"] for n in site_names]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(columns)
+    for i, (label, values) in enumerate(columns.items()):
+        ax.bar([j + i * width for j in range(len(site_names))], values, width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(site_names))], site_names)
+    ax.set(ylabel="test accuracy", title="federated vs local-only vs pooled, per test site")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncols=2)
+    comparison_path = out_dir / COMPARISON_PLOT
+    fig.tight_layout()
+    fig.savefig(comparison_path, dpi=110)
+    plt.close(fig)
+    return [accuracy_path, comparison_path]

@@ -1,0 +1,126 @@
+"""Run the real fedcare ServerApp and ClientApp in Flower's simulation engine (Ray backend).
+
+The apps are the very objects a deployment runs (``fedcare.server.app.app``,
+``fedcare.client.app.app``); only the environment changes. The run config reaches them the way
+``flwr-simulation`` delivers it to a Flower App: defaults from the app folder's
+``pyproject.toml`` (written into the run folder, so it also records what was run) for the
+ClientApps, and the server context's run config for the ServerApp.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, RecordDict
+from flwr.simulation.run_simulation import _run_simulation
+from flwr.supercore.telemetry import EventType
+
+from fedcare.atomic import write_bytes_atomic
+from fedcare.client.app import app as client_app
+from fedcare.config import RunConfig
+from fedcare.errors import ConfigError, FedcareError
+from fedcare.server import progress
+from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, SIM_SITES_KEY
+from fedcare.server.app import app as server_app
+from fedcare.server.tracking import RoundRecord
+from fedcare.simulations.scenarios import Scenario
+from fedcare.tasks import SiteData, get_task
+
+log = logging.getLogger(__name__)
+
+FLOWER_APP_DIR = "flower-app"
+
+
+def simulation_run_config(config: RunConfig, scenario: Scenario, out_dir: Path) -> dict[str, Any]:
+    """The flat Flower run config of one simulated run."""
+    sites = [{"name": s.name, "path": str(s.path.resolve())} for s in scenario.sites]
+    return config.to_run_config() | {
+        OUT_DIR_KEY: str(out_dir.resolve()),
+        MIN_SITES_KEY: len(sites),
+        SIM_SITES_KEY: json.dumps(sites),
+    }
+
+
+def write_flower_app(folder: Path, run_config: dict[str, Any]) -> Path:
+    """A minimal Flower App folder whose ``[tool.flwr.app.config]`` is ``run_config``."""
+    lines = [
+        "[project]",
+        'name = "fedcare-run"',
+        'version = "1.0.0"',
+        "",
+        "[tool.flwr.app]",
+        'publisher = "fedcare"',
+        "",
+        "[tool.flwr.app.components]",
+        'serverapp = "fedcare.server.app:app"',
+        'clientapp = "fedcare.client.app:app"',
+        "",
+        "[tool.flwr.app.config]",
+        *(f"{json.dumps(key)} = {json.dumps(value)}" for key, value in sorted(run_config.items())),
+    ]
+    write_bytes_atomic(folder / "pyproject.toml", ("\n".join(lines) + "\n").encode("utf-8"))
+    return folder
+
+
+def load_sites(config: RunConfig, scenario: Scenario) -> list[SiteData]:
+    """Every site's split, loaded (and validated) before any process starts."""
+    if scenario.task != config.task:
+        raise ConfigError(
+            f"scenario {scenario.name!r} is for task {scenario.task!r}, not {config.task!r}"
+        )
+    task = get_task(config.task)
+    return [task.load_site(site.name, site.path) for site in scenario.sites]
+
+
+def run_federation(
+    config: RunConfig,
+    scenario: Scenario,
+    out_dir: Path,
+    on_round: Callable[[RoundRecord, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Simulate the federation; returns the per-round records the ServerApp wrote.
+
+    Call :func:`load_sites` first: it validates every site's data before Ray starts.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
+    run_config = simulation_run_config(config, scenario, out_dir)
+    app_dir = write_flower_app(out_dir / FLOWER_APP_DIR, run_config)
+    context = Context(
+        run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
+    backend_config = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": max(1, min(len(scenario.sites), os.cpu_count() or 1))},
+    }
+    unsubscribe = progress.subscribe(on_round) if on_round else None
+    try:
+        _run_simulation(
+            num_supernodes=len(scenario.sites),
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_config=backend_config,  # type: ignore[arg-type]
+            server_app_context=context,
+            app_dir=str(app_dir),
+            is_app=True,
+        )
+    finally:
+        if unsubscribe:
+            unsubscribe()
+    rounds_path = out_dir / ROUNDS_FILE
+    rounds: list[dict[str, Any]] = (
+        json.loads(rounds_path.read_text()) if rounds_path.is_file() else []
+    )
+    complete = [r for r in rounds if len(r["sites"]) == len(scenario.sites)]
+    if len(complete) != config.rounds + 1:
+        raise FedcareError(
+            f"simulation ended with {len(complete)} of {config.rounds + 1} complete rounds; "
+            f"see the log above and {rounds_path}"
+        )
+    return rounds
