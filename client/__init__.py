@@ -1,6 +1,8 @@
-"""The site daemon side: the ClientApp and site resolution."""
+"""The site side: the ClientApp and site resolution.
 
-from fedcare.client.app import app
+The ClientApp object itself is ``fedcare.client.app:app`` (the Flower component reference).
+"""
+
 from fedcare.client.site import SiteIdentity, resolve_site
 
-__all__ = ["SiteIdentity", "app", "resolve_site"]
+__all__ = ["SiteIdentity", "resolve_site"]

@@ -51,9 +51,9 @@ class RunConfig:
     rounds: int = 20
     local_epochs: int = 1
     batch_size: int = 8
-    learning_rate: float = 0.01
+    learning_rate: float = 0.02
     proximal_mu: float = 0.1
-    server_learning_rate: float = 0.1
+    server_learning_rate: float = 0.03
     seed: int = 0
 
     def __post_init__(self) -> None:
