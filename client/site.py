@@ -1,8 +1,9 @@
-"""Which site this ClientApp serves and where its records are, from Flower's node config.
+"""Which site this ClientApp serves, where its records and state live, and its policy.
 
-Deployment: the site daemon passes ``site-name`` and ``data-path`` as node config; the path is
-read only here, at the site. Simulation: Flower gives each virtual SuperNode a
-``partition-id``, which indexes the scenario's site table in the run config (``sim-sites``).
+Deployment: the site daemon passes ``site-name``, ``data-path``, ``state-dir`` and the policy
+keys (``max-epsilon``, ``delta``, ``require-dp``) as node config; the data path is read only
+here, at the site. Simulation: Flower gives each virtual SuperNode a ``partition-id``, which
+indexes the scenario's site table in the run config (``sim-sites``, same keys).
 """
 
 from __future__ import annotations
@@ -11,35 +12,46 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context
 
+from fedcare.client.policy import SitePolicy
 from fedcare.errors import ConfigError
 from fedcare.tasks import SiteData, get_task
 
 SITE_NAME_KEY = "site-name"
 DATA_PATH_KEY = "data-path"
+STATE_DIR_KEY = "state-dir"
 PARTITION_ID_KEY = "partition-id"
 SIM_SITES_KEY = "sim-sites"
 
 
 @dataclass(frozen=True)
 class SiteIdentity:
-    """A site's name and the local path of its data file."""
+    """A site's name, the local path of its data, its state folder and its policy."""
 
     name: str
     data_path: Path
+    state_dir: Path
+    policy: SitePolicy
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> SiteIdentity:
+        name = str(values[SITE_NAME_KEY])
+        data_path = Path(str(values[DATA_PATH_KEY]))
+        state_dir = Path(str(values.get(STATE_DIR_KEY) or data_path.parent / f".fedcare-{name}"))
+        return cls(name, data_path, state_dir, SitePolicy.from_mapping(values))
 
 
 def resolve_site(context: Context) -> SiteIdentity:
     """The site this node serves (see module docstring)."""
-    node = context.node_config
+    node = dict(context.node_config)
     if SITE_NAME_KEY in node and DATA_PATH_KEY in node:
-        return SiteIdentity(name=str(node[SITE_NAME_KEY]), data_path=Path(str(node[DATA_PATH_KEY])))
+        return SiteIdentity.from_mapping(node)
     if PARTITION_ID_KEY in node and SIM_SITES_KEY in context.run_config:
         table = json.loads(str(context.run_config[SIM_SITES_KEY]))
-        entry = table[int(node[PARTITION_ID_KEY])]
-        return SiteIdentity(name=str(entry["name"]), data_path=Path(str(entry["path"])))
+        return SiteIdentity.from_mapping(table[int(node[PARTITION_ID_KEY])])
     raise ConfigError(
         f"node config must set '{SITE_NAME_KEY}' and '{DATA_PATH_KEY}' "
         "(e.g. fedcare site --name NAME --data FILE)"

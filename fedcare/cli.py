@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedcare.errors import FedcareError
+from fedcare.errors import ConfigError, FedcareError
 
 app = typer.Typer(
     name="fedcare",
@@ -85,6 +85,21 @@ def simulate(
     proximal_mu: Annotated[float | None, typer.Option(help="FedProx mu.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for model init and shuffling.")] = None,
     scenario: Annotated[str | None, typer.Option(help="Federation to simulate.")] = None,
+    dp: Annotated[bool | None, typer.Option("--dp/--no-dp", help="DP-SGD at every site.")] = None,
+    target_epsilon: Annotated[
+        float | None, typer.Option(help="DP: ε each site may spend on this run.")
+    ] = None,
+    noise_multiplier: Annotated[
+        float | None, typer.Option(help="DP: fixed noise multiplier.")
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None, typer.Option(help="DP: per-sample clipping norm.")
+    ] = None,
+    accountant: Annotated[str | None, typer.Option(help="DP: rdp or prv.")] = None,
+    site_budget: Annotated[
+        list[str] | None,
+        typer.Option(help="A simulated site's own max ε, as SITE=EPS (repeatable)."),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show Flower's and Ray's logs.")
     ] = False,
@@ -99,9 +114,11 @@ def simulate(
             rounds=rounds, strategy=strategy, model=model, weighting=weighting,
             local_epochs=local_epochs, batch_size=batch_size, learning_rate=learning_rate,
             server_learning_rate=server_learning_rate, proximal_mu=proximal_mu, seed=seed,
-            scenario=scenario,
+            scenario=scenario, dp=dp, target_epsilon=target_epsilon,
+            noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, accountant=accountant,
         )
     )  # fmt: skip
+    budgets = _run_or_exit(lambda: _parse_budgets(site_budget or []))
     out_dir = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     _configure_logging(verbose)
     console.print(
@@ -111,36 +128,79 @@ def simulate(
     )
     from fedcare.simulations import simulate as run_simulation
 
-    summary = _run_or_exit(lambda: run_simulation(run_config, out_dir, on_round=_print_round))
+    summary = _run_or_exit(
+        lambda: run_simulation(run_config, out_dir, on_round=_print_round, site_budgets=budgets)
+    )
     _print_summary(summary)
     console.print(f"run folder: {out_dir}   (summary.json, rounds.json, plots)")
     console.print(f"finished in {time.perf_counter() - started:.1f} s")
 
 
+def _parse_budgets(values: list[str]) -> dict[str, float]:
+    budgets: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        try:
+            budgets[name.strip()] = float(number)
+        except ValueError:
+            raise ConfigError(
+                f"--site-budget {value!r}: expected SITE=EPSILON, e.g. va=0.5"
+            ) from None
+    return budgets
+
+
 def _print_round(record: Any, total: int) -> None:
-    sites = " ".join(f"{name[:5]} {s.accuracy:.3f}" for name, s in sorted(record.sites.items()))
-    console.print(f"round {record.round:>3}/{total}  mean {record.mean_accuracy:.3f} | {sites}")
+    parts = []
+    for name, site in sorted(record.sites.items()):
+        part = f"{name[:5]} {site.accuracy:.3f}"
+        if name in record.epsilon:
+            part += f" ε{record.epsilon[name]:.2f}"
+        if name in record.refused:
+            part += f" [refused: {record.refused[name]}]"
+        parts.append(part)
+    console.print(
+        f"round {record.round:>3}/{total}  mean {record.mean_accuracy:.3f} | {' '.join(parts)}"
+    )
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(
         title=f"Per-site test accuracy ({summary['strategy']}, {summary['rounds']} rounds)"
     )
-    for column in ("site", "n_train", "n_test", "federated", "AUROC", "local-only", "pooled"):
+    privacy = summary.get("privacy")
+    columns = ["site", "n_train", "n_test", "federated", "AUROC", "local-only", "pooled"]
+    columns += ["ε spent", "σ"] if privacy else []
+    for column in columns:
         table.add_column(column, justify="left" if column == "site" else "right")
     baselines = summary["baselines"]
     for name, site in summary["sites"].items():
-        table.add_row(
+        row = [
             name, str(site["n_train"]), str(site["n_test"]), _fmt(site["accuracy"]),
             _fmt(site["auroc"]), _fmt(baselines["local"][name]["sites"][name]["accuracy"]),
             _fmt(baselines["pooled"]["sites"][name]["accuracy"]),
-        )  # fmt: skip
+        ]  # fmt: skip
+        if privacy:
+            spent = privacy["sites"][name]
+            row += [
+                f"{spent['epsilon']:.3f} / {spent['max_epsilon']:g}",
+                _fmt(spent["noise_multiplier"]),
+            ]
+        table.add_row(*row)
     best_local = max(result["mean_accuracy"] for result in baselines["local"].values())
     table.add_row(
         "mean", "", "", f"[bold]{summary['mean_accuracy']:.3f}[/]", "",
         f"best {best_local:.3f}", _fmt(baselines["pooled"]["mean_accuracy"]),
+        *(["", ""] if privacy else []),
     )  # fmt: skip
     console.print(table)
+    if privacy:
+        console.print(
+            f"ε from each site's own ledger, {privacy['accountant']} accountant, δ ≤ "
+            f"{privacy['delta']:g}; baselines are trained without DP"
+        )
+    for refusal in summary.get("refusals", []):
+        site, number, reason = refusal["site"], refusal["round"], refusal["reason"]
+        console.print(f"[yellow]site {site} refused round {number}: {reason}[/]")
     console.print(
         "local-only = each site's own model on its own test set; its mean row is the best "
         "local model's mean over all sites' test sets"

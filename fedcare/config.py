@@ -39,6 +39,13 @@ class Weighting(StrEnum):
     EXAMPLES = "examples"
 
 
+class AccountantName(StrEnum):
+    """Opacus accountants a site may compute epsilon with; RDP is the conservative default."""
+
+    RDP = "rdp"
+    PRV = "prv"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a federated run; field names are the TOML keys with '-'."""
@@ -55,12 +62,18 @@ class RunConfig:
     proximal_mu: float = 0.1
     server_learning_rate: float = 0.03
     seed: int = 0
+    dp: bool = False
+    target_epsilon: float = 0.0  # > 0: sites calibrate noise to spend at most this over the run
+    noise_multiplier: float = 0.0  # > 0: fixed noise multiplier instead of a target
+    max_grad_norm: float = 1.0
+    accountant: AccountantName = AccountantName.RDP
 
     def __post_init__(self) -> None:
         for name, enum in (
             ("model", ModelName),
             ("strategy", StrategyName),
             ("weighting", Weighting),
+            ("accountant", AccountantName),
         ):
             object.__setattr__(self, name, _as_enum(enum, name, getattr(self, name)))
         get_task(self.task)
@@ -73,6 +86,26 @@ class RunConfig:
             raise ConfigError(f"proximal-mu: {self.proximal_mu!r} must be a number >= 0")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed: {self.seed!r} must be an integer >= 0")
+        if not isinstance(self.dp, bool):
+            raise ConfigError(f"dp: {self.dp!r} must be true or false")
+        _require_positive(self.max_grad_norm, "max-grad-norm")
+        for key, value in (
+            ("target-epsilon", self.target_epsilon),
+            ("noise-multiplier", self.noise_multiplier),
+        ):
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key}: {value!r} must be a number >= 0")
+        if self.dp:
+            if (self.target_epsilon > 0) == (self.noise_multiplier > 0):
+                raise ConfigError(
+                    "dp: set exactly one of target-epsilon (calibrated noise) or "
+                    "noise-multiplier (fixed noise)"
+                )
+            if self.strategy is StrategyName.FEDPROX:
+                raise ConfigError(
+                    "strategy: fedprox is not available with dp (its proximal term would bypass "
+                    "per-sample clipping); choose fedavg, fedadam or fedyogi"
+                )
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (and validated); ``None`` values are ignored."""
@@ -111,7 +144,8 @@ class RunConfig:
 _FIELD_TYPES: dict[str, type] = {
     "scenario": str, "task": str, "model": str, "strategy": str, "weighting": str,
     "rounds": int, "local_epochs": int, "batch_size": int, "learning_rate": float,
-    "proximal_mu": float, "server_learning_rate": float, "seed": int,
+    "proximal_mu": float, "server_learning_rate": float, "seed": int, "dp": bool,
+    "target_epsilon": float, "noise_multiplier": float, "max_grad_norm": float, "accountant": str,
 }  # fmt: skip
 
 

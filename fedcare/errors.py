@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     FAILURE = 1
     CONFIG = 2
     DATA = 3
+    PRIVACY = 4
 
 
 class FedcareError(Exception):

@@ -21,7 +21,25 @@ EVAL_LOSS: Final = "eval-loss"
 EVAL_ACCURACY: Final = "eval-accuracy"
 EVAL_AUROC: Final = "eval-auroc"  # NaN when the site's test set holds a single class
 WEIGHT: Final = "weight"  # aggregation weight: 1.0, or training rows rounded to a bucket
-ALLOWED_METRICS: Final = frozenset({TRAIN_LOSS, EVAL_LOSS, EVAL_ACCURACY, EVAL_AUROC, WEIGHT})
+EPSILON: Final = "epsilon"  # the site's cumulative ε from its whole ledger (DP runs only)
+ALLOWED_METRICS: Final = frozenset(
+    {TRAIN_LOSS, EVAL_LOSS, EVAL_ACCURACY, EVAL_AUROC, WEIGHT, EPSILON}
+)
+
+# A site that refuses a round replies with a Flower Error carrying one of these, nothing else.
+# Failures are reported the same way, by category only: an exception's text can quote a record.
+REFUSED_BUDGET: Final = "privacy-budget-exhausted"
+REFUSED_DP_REQUIRED: Final = "dp-required"
+FAILED_LEDGER: Final = "ledger-refused"
+FAILED_DATA: Final = "data-invalid"
+FAILED_SITE: Final = "site-error"
+REFUSAL_CODES: Final = {
+    REFUSED_BUDGET: 4001,
+    REFUSED_DP_REQUIRED: 4002,
+    FAILED_LEDGER: 4003,
+    FAILED_DATA: 4004,
+    FAILED_SITE: 4099,
+}
 
 # Train/evaluate config keys sent by the coordinator.
 TASK: Final = "task"
@@ -33,6 +51,12 @@ SEED: Final = "seed"
 WEIGHTING: Final = "weighting"
 SERVER_ROUND: Final = "server-round"  # injected by Flower's strategies
 PROXIMAL_MU: Final = "proximal-mu"  # injected by Flower's FedProx
+DP: Final = "dp"
+DP_TARGET_EPSILON: Final = "dp-target-epsilon"
+DP_NOISE_MULTIPLIER: Final = "dp-noise-multiplier"
+DP_MAX_GRAD_NORM: Final = "dp-max-grad-norm"
+DP_PLANNED_ROUNDS: Final = "dp-planned-rounds"
+DP_ACCOUNTANT: Final = "dp-accountant"
 
 COUNT_BUCKET: Final = 10
 

@@ -66,6 +66,12 @@ def request_config(run: RunConfig) -> dict[str, str | int | float]:
         keys.LEARNING_RATE: run.learning_rate,
         keys.SEED: run.seed,
         keys.WEIGHTING: str(run.weighting),
+        keys.DP: run.dp,
+        keys.DP_TARGET_EPSILON: run.target_epsilon,
+        keys.DP_NOISE_MULTIPLIER: run.noise_multiplier,
+        keys.DP_MAX_GRAD_NORM: run.max_grad_norm,
+        keys.DP_PLANNED_ROUNDS: run.rounds,
+        keys.DP_ACCOUNTANT: str(run.accountant),
     }
 
 

@@ -6,6 +6,7 @@ inner strategy still does all aggregation.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedcare import messages as keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class RoundRecord:
     round: int
     sites: dict[str, SiteEvaluation]
     train_loss: dict[str, float] = field(default_factory=dict)
+    epsilon: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # site -> allow-listed reason
 
     @property
     def mean_accuracy(self) -> float:
@@ -48,14 +53,9 @@ class RoundRecord:
                 for name, s in sorted(self.sites.items())
             },
             "train_loss": dict(sorted(self.train_loss.items())),
+            "epsilon": dict(sorted(self.epsilon.items())),
+            "refused": dict(sorted(self.refused.items())),
         }
-
-
-def site_name(reply: Message) -> str:
-    """The replying site's declared name, or its node id when it sent none."""
-    if keys.SITE in reply.content.config_records:
-        return str(reply.content.config_records[keys.SITE][keys.SITE_NAME])
-    return f"node-{reply.metadata.src_node_id}"
 
 
 def _metrics(reply: Message) -> MetricRecord | None:
@@ -71,6 +71,16 @@ class SiteTracking(Strategy):
         self.inner = inner
         self.on_round = on_round
         self._train_loss: dict[str, float] = {}
+        self._epsilon: dict[str, float] = {}
+        self._refused: dict[str, str] = {}
+        self._names: dict[int, str] = {}  # node id -> site name, learned from replies
+
+    def site_name(self, reply: Message) -> str:
+        """The replying site's declared name (remembered per node), else its node id."""
+        node = reply.metadata.src_node_id
+        if not reply.has_error() and keys.SITE in reply.content.config_records:
+            self._names[node] = str(reply.content.config_records[keys.SITE][keys.SITE_NAME])
+        return self._names.get(node, f"node-{node}")
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -81,11 +91,22 @@ class SiteTracking(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        self._train_loss = {}
+        self._train_loss, self._epsilon, self._refused = {}, {}, {}
         for reply in replies:
+            name = self.site_name(reply)
+            if reply.has_error():
+                reason = reply.error.reason or ""
+                known = reason in keys.REFUSAL_CODES
+                self._refused[name] = reason if known else f"error {reply.error.code}"
+                log.warning("round %d: site %s sent no update (%s)", server_round, name, reason)
+                continue
             metrics = _metrics(reply)
-            if metrics is not None and keys.TRAIN_LOSS in metrics:
-                self._train_loss[site_name(reply)] = float(metrics[keys.TRAIN_LOSS])  # type: ignore[arg-type]
+            if metrics is None:
+                continue
+            if keys.TRAIN_LOSS in metrics:
+                self._train_loss[name] = float(metrics[keys.TRAIN_LOSS])  # type: ignore[arg-type]
+            if keys.EPSILON in metrics:
+                self._epsilon[name] = float(metrics[keys.EPSILON])  # type: ignore[arg-type]
         return self.inner.aggregate_train(server_round, replies)
 
     def configure_evaluate(
@@ -103,13 +124,20 @@ class SiteTracking(Strategy):
             if metrics is None:
                 continue
             auroc = float(metrics[keys.EVAL_AUROC])  # type: ignore[arg-type]
-            sites[site_name(reply)] = SiteEvaluation(
+            sites[self.site_name(reply)] = SiteEvaluation(
                 loss=float(metrics[keys.EVAL_LOSS]),  # type: ignore[arg-type]
                 accuracy=float(metrics[keys.EVAL_ACCURACY]),  # type: ignore[arg-type]
                 auroc=None if math.isnan(auroc) else auroc,
             )
-        train_loss, self._train_loss = self._train_loss, {}
-        self.on_round(RoundRecord(round=server_round, sites=sites, train_loss=train_loss))
+        record = RoundRecord(
+            round=server_round,
+            sites=sites,
+            train_loss=self._train_loss,
+            epsilon=self._epsilon,
+            refused=self._refused,
+        )
+        self._train_loss, self._epsilon, self._refused = {}, {}, {}
+        self.on_round(record)
         return self.inner.aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:

@@ -5,18 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from fedcare.client.policy import SitePolicy
 from fedcare.config import RunConfig
 from fedcare.metrics import BinaryMetrics
+from fedcare.privacy.accounting import default_delta, epsilon_from_events
+from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.simulations.baselines import BaselineResult
 from fedcare.tasks import SiteData
 
 ACCURACY_PLOT = "accuracy_per_site.png"
 COMPARISON_PLOT = "federated_vs_baselines.png"
+EPSILON_PLOT = "epsilon_per_site.png"
+
+
+def _figure(width: float) -> tuple[Figure, Axes]:
+    """A pyplot-free figure: no global state, no GUI backend, safe in any thread."""
+    fig = Figure(figsize=(width, 4.5))
+    return fig, fig.add_subplot()
 
 
 def _site_metrics(metrics: dict[str, BinaryMetrics]) -> dict[str, dict[str, float | None]]:
@@ -61,10 +69,36 @@ def build_summary(
     }
 
 
+def privacy_summary(
+    config: RunConfig,
+    sites: list[SiteData],
+    state_dirs: dict[str, Path],
+    policies: dict[str, SitePolicy],
+) -> dict[str, Any]:
+    """Each site's spending, recomputed from its own ledger (never from reported metrics)."""
+    report: dict[str, Any] = {}
+    deltas = []
+    for site in sites:
+        events = PrivacyLedger(state_dirs[site.site]).read()
+        delta = policies[site.site].delta or default_delta(site.n_train)
+        deltas.append(delta)
+        last = events[-1] if events else None
+        report[site.site] = {
+            "epsilon": epsilon_from_events(events, delta, config.accountant),
+            "delta": delta,
+            "noise_multiplier": last.noise_multiplier if last else None,
+            "sample_rate": last.sample_rate if last else None,
+            "steps": sum(e.steps for e in events),
+            "rounds_trained": len(events),
+            "max_epsilon": policies[site.site].max_epsilon,
+        }
+    return {"delta": max(deltas), "accountant": str(config.accountant), "sites": report}
+
+
 def write_plots(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, Any]) -> list[Path]:
     """Accuracy per site per round, and federated vs local-only vs pooled per site."""
     site_names = sorted(summary["sites"])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7)
     xs = [r["round"] for r in rounds]
     for name in site_names:
         ax.plot(xs, [r["sites"][name]["accuracy"] for r in rounds], marker=".", label=name)
@@ -78,7 +112,6 @@ def write_plots(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, 
     accuracy_path = out_dir / ACCURACY_PLOT
     fig.tight_layout()
     fig.savefig(accuracy_path, dpi=110)
-    plt.close(fig)
 
     columns: dict[str, list[float]] = {
         "federated": [summary["sites"][n]["accuracy"] for n in site_names],
@@ -86,7 +119,7 @@ def write_plots(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, 
     }
     for owner, result in summary["baselines"]["local"].items():
         columns[f"local: {owner}"] = [result["sites"][n]["accuracy"] for n in site_names]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = _figure(9)
     width = 0.8 / len(columns)
     for i, (label, values) in enumerate(columns.items()):
         ax.bar([j + i * width for j in range(len(site_names))], values, width, label=label)
@@ -97,5 +130,24 @@ def write_plots(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, 
     comparison_path = out_dir / COMPARISON_PLOT
     fig.tight_layout()
     fig.savefig(comparison_path, dpi=110)
-    plt.close(fig)
-    return [accuracy_path, comparison_path]
+    paths = [accuracy_path, comparison_path]
+    if summary.get("privacy"):
+        paths.append(_plot_epsilon(out_dir, rounds, summary))
+    return paths
+
+
+def _plot_epsilon(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
+    fig, ax = _figure(7)
+    for name in sorted(summary["sites"]):
+        points = [(r["round"], r["epsilon"][name]) for r in rounds if name in r.get("epsilon", {})]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=name)
+        budget = summary["privacy"]["sites"][name]["max_epsilon"]
+        ax.axhline(budget, linestyle=":", linewidth=1, color="grey")
+    ax.set(xlabel="round", ylabel="cumulative ε (site ledger)", title="privacy spent per site")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = out_dir / EPSILON_PLOT
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from flwr.supercore.telemetry import EventType
 
 from fedcare.atomic import write_bytes_atomic
 from fedcare.client.app import app as client_app
+from fedcare.client.policy import SitePolicy
+from fedcare.client.site import DATA_PATH_KEY, SITE_NAME_KEY, STATE_DIR_KEY
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.server import progress
@@ -36,9 +39,29 @@ log = logging.getLogger(__name__)
 FLOWER_APP_DIR = "flower-app"
 
 
-def simulation_run_config(config: RunConfig, scenario: Scenario, out_dir: Path) -> dict[str, Any]:
-    """The flat Flower run config of one simulated run."""
-    sites = [{"name": s.name, "path": str(s.path.resolve())} for s in scenario.sites]
+SITES_DIR = "sites"
+
+
+def site_state_dir(out_dir: Path, site: str) -> Path:
+    """Where a simulated site keeps its state (privacy ledger) inside the run folder."""
+    return out_dir.resolve() / SITES_DIR / site
+
+
+def simulation_run_config(
+    config: RunConfig, scenario: Scenario, out_dir: Path, policies: dict[str, SitePolicy]
+) -> dict[str, Any]:
+    """The flat Flower run config of one simulated run, with each site's node settings."""
+    sites = [
+        {
+            SITE_NAME_KEY: s.name,
+            DATA_PATH_KEY: str(s.path.resolve()),
+            STATE_DIR_KEY: str(site_state_dir(out_dir, s.name)),
+            "max-epsilon": policies[s.name].max_epsilon,
+            "delta": policies[s.name].delta or 0.0,
+            "require-dp": str(policies[s.name].require_dp).lower(),
+        }
+        for s in scenario.sites
+    ]
     return config.to_run_config() | {
         OUT_DIR_KEY: str(out_dir.resolve()),
         MIN_SITES_KEY: len(sites),
@@ -81,15 +104,18 @@ def run_federation(
     config: RunConfig,
     scenario: Scenario,
     out_dir: Path,
+    policies: dict[str, SitePolicy],
     on_round: Callable[[RoundRecord, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Simulate the federation; returns the per-round records the ServerApp wrote.
 
-    Call :func:`load_sites` first: it validates every site's data before Ray starts.
+    Call :func:`load_sites` first: it validates every site's data before Ray starts. Each
+    simulation starts its sites with empty state (a new experiment, a new privacy ledger).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
-    run_config = simulation_run_config(config, scenario, out_dir)
+    shutil.rmtree(out_dir / SITES_DIR, ignore_errors=True)
+    run_config = simulation_run_config(config, scenario, out_dir, policies)
     app_dir = write_flower_app(out_dir / FLOWER_APP_DIR, run_config)
     context = Context(
         run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config

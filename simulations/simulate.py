@@ -2,31 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from fedcare.atomic import write_json_atomic
+from fedcare.client.policy import DEFAULT_MAX_EPSILON, SitePolicy
 from fedcare.config import RunConfig
+from fedcare.errors import ConfigError
 from fedcare.server.tracking import RoundRecord
 from fedcare.simulations.baselines import local_baselines, pooled_baseline
-from fedcare.simulations.report import build_summary, write_plots
-from fedcare.simulations.runner import load_sites, run_federation
-from fedcare.simulations.scenarios import get_scenario
+from fedcare.simulations.report import build_summary, privacy_summary, write_plots
+from fedcare.simulations.runner import load_sites, run_federation, site_state_dir
+from fedcare.simulations.scenarios import Scenario, get_scenario
 from fedcare.tasks import get_task
 
 SUMMARY_FILE = "summary.json"
+
+
+def site_policies(
+    config: RunConfig, scenario: Scenario, budgets: Mapping[str, float] | None
+) -> dict[str, SitePolicy]:
+    """Each simulated site's own policy: its budget (default 10) and DP required iff ``--dp``."""
+    budgets = dict(budgets or {})
+    unknown = sorted(set(budgets) - {s.name for s in scenario.sites})
+    if unknown:
+        names = ", ".join(s.name for s in scenario.sites)
+        raise ConfigError(f"site budget for unknown site(s) {', '.join(unknown)}; sites: {names}")
+    return {
+        s.name: SitePolicy(
+            max_epsilon=budgets.get(s.name, DEFAULT_MAX_EPSILON), require_dp=config.dp
+        )
+        for s in scenario.sites
+    }
 
 
 def simulate(
     config: RunConfig,
     out_dir: Path,
     on_round: Callable[[RoundRecord, int], None] | None = None,
+    site_budgets: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Run the federation and its baselines; write the run folder; return the summary."""
     scenario = get_scenario(config.scenario, config.task)
     sites = load_sites(config, scenario)
-    rounds = run_federation(config, scenario, out_dir, on_round=on_round)
+    policies = site_policies(config, scenario, site_budgets)
+    rounds = run_federation(config, scenario, out_dir, policies, on_round=on_round)
     task = get_task(config.task)
     summary = build_summary(
         config,
@@ -35,6 +56,14 @@ def simulate(
         pooled=pooled_baseline(task, config, sites),
         local=local_baselines(task, config, sites),
     )
+    if config.dp:
+        states = {s.site: site_state_dir(out_dir, s.site) for s in sites}
+        summary["privacy"] = privacy_summary(config, sites, states, policies)
+    summary["refusals"] = [
+        {"site": site, "round": r["round"], "reason": reason}
+        for r in rounds
+        for site, reason in r.get("refused", {}).items()
+    ]
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     write_plots(out_dir, rounds, summary)
     return summary

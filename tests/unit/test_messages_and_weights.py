@@ -26,7 +26,7 @@ def test_negative_count_is_a_bug() -> None:
 
 def test_allow_list_is_exactly_the_metric_keys() -> None:
     assert {
-        keys.TRAIN_LOSS, keys.EVAL_LOSS, keys.EVAL_ACCURACY, keys.EVAL_AUROC, keys.WEIGHT,
+        keys.TRAIN_LOSS, keys.EVAL_LOSS, keys.EVAL_ACCURACY, keys.EVAL_AUROC, keys.WEIGHT, keys.EPSILON,
     } == keys.ALLOWED_METRICS  # fmt: skip
 
 

@@ -1,0 +1,42 @@
+"""The site's own policy: its privacy budget, δ, and whether it trains without DP.
+
+Set by the site (node config in deployment, the scenario in simulation), never by the
+coordinator. Defaults are the conservative ones: DP required, budget ε = 10.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fedcare.errors import ConfigError
+
+DEFAULT_MAX_EPSILON = 10.0
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    """A site's privacy policy (see module docstring)."""
+
+    max_epsilon: float = DEFAULT_MAX_EPSILON
+    delta: float | None = None  # None: fedcare.privacy.accounting.default_delta(n_train)
+    require_dp: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_epsilon, int | float) and self.max_epsilon > 0):
+            raise ConfigError(f"site policy: max-epsilon {self.max_epsilon!r} must be > 0")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ConfigError(f"site policy: delta {self.delta!r} must be in (0, 1)")
+        if math.isnan(self.max_epsilon):
+            raise ConfigError("site policy: max-epsilon must be a number")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> SitePolicy:
+        """From node config / scenario keys ``max-epsilon``, ``delta``, ``require-dp``."""
+        delta = values.get("delta")
+        return cls(
+            max_epsilon=float(values.get("max-epsilon", DEFAULT_MAX_EPSILON)),
+            delta=None if delta in (None, "", 0, 0.0) else float(delta),
+            require_dp=str(values.get("require-dp", "true")).lower() in ("true", "1"),
+        )

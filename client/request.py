@@ -1,0 +1,64 @@
+"""The coordinator's per-round instructions, read from the message's ConfigRecord."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord
+
+from fedcare import messages as keys
+from fedcare.config import AccountantName, Weighting
+from fedcare.privacy.budget import DpRequest
+from fedcare.tasks import ModelName
+
+
+def _number(config: ConfigRecord, key: str, default: float | None = None) -> float:
+    value = config.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"round config {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """What to train or evaluate this round, and under which DP mechanism (``dp`` None: none)."""
+
+    task: str
+    model: ModelName
+    server_round: int
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    weighting: Weighting
+    proximal_mu: float
+    dp: DpRequest | None
+
+    @classmethod
+    def from_record(cls, config: ConfigRecord) -> RoundRequest:
+        dp = None
+        if bool(config.get(keys.DP, False)):
+            dp = DpRequest(
+                target_epsilon=_number(config, keys.DP_TARGET_EPSILON),
+                noise_multiplier=_number(config, keys.DP_NOISE_MULTIPLIER),
+                max_grad_norm=_number(config, keys.DP_MAX_GRAD_NORM),
+                planned_rounds=int(_number(config, keys.DP_PLANNED_ROUNDS)),
+                accountant=AccountantName(str(config[keys.DP_ACCOUNTANT])),
+            )
+        return cls(
+            task=str(config[keys.TASK]),
+            model=ModelName(str(config[keys.MODEL])),
+            server_round=int(_number(config, keys.SERVER_ROUND, 0)),
+            local_epochs=int(_number(config, keys.LOCAL_EPOCHS)),
+            batch_size=int(_number(config, keys.BATCH_SIZE)),
+            learning_rate=_number(config, keys.LEARNING_RATE),
+            seed=int(_number(config, keys.SEED)),
+            weighting=Weighting(str(config[keys.WEIGHTING])),
+            proximal_mu=_number(config, keys.PROXIMAL_MU, 0.0),
+            dp=dp,
+        )
+
+    def shuffle_seed(self, site_name: str) -> int:
+        """Distinct, reproducible shuffling seed per run seed, round and site (non-DP only)."""
+        return zlib.crc32(f"{self.seed}:{self.server_round}:{site_name}".encode())

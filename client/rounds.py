@@ -1,0 +1,108 @@
+"""One training round at a site: policy and budget first, then training, then the ledger.
+
+Order matters: the site checks its policy and budget before touching the model, and records the
+privacy event durably (fsynced) before the update is handed back to Flower to send.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from fedcare import messages as keys
+from fedcare.client.request import RoundRequest
+from fedcare.client.site import SiteIdentity, load_site_data
+from fedcare.config import Weighting
+from fedcare.privacy.accounting import default_delta, epsilon_from_events
+from fedcare.privacy.budget import check_budget, plan_round
+from fedcare.privacy.dp_sgd import DpSgdSettings, train_dp_sgd
+from fedcare.privacy.errors import PrivacyError
+from fedcare.privacy.events import NON_PRIVATE_KIND, PrivacyEvent
+from fedcare.privacy.ledger import PrivacyLedger
+from fedcare.tasks import get_task
+from fedcare.training import LocalTrainingPlan, train_local
+
+
+class RoundRefused(PrivacyError):
+    """The site declines this round; ``reason`` is one of the allow-listed refusal strings."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """The trained weights and the allow-listed metrics to send with them."""
+
+    state: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def train_round(
+    request: RoundRequest,
+    site: SiteIdentity,
+    global_state: dict[str, torch.Tensor],
+    run_id: str,
+) -> TrainOutcome:
+    """Train this round (see module docstring); raises :class:`RoundRefused` to decline."""
+    task = get_task(request.task)
+    data = load_site_data(request.task, site)
+    ledger = PrivacyLedger(site.state_dir)
+    history = ledger.read()  # a damaged ledger stops the round here, before any training
+    model = task.build_model(request.model, seed=request.seed)
+    model.load_state_dict(global_state, strict=True)
+    metrics: dict[str, float] = {}
+    if request.dp is None:
+        if site.policy.require_dp:
+            raise RoundRefused(keys.REFUSED_DP_REQUIRED, "site policy requires DP training")
+        plan = LocalTrainingPlan(
+            epochs=request.local_epochs,
+            batch_size=request.batch_size,
+            learning_rate=request.learning_rate,
+            seed=request.shuffle_seed(site.name),
+            proximal_mu=request.proximal_mu,
+        )
+        anchor = global_state if request.proximal_mu > 0 else None
+        loss = train_local(model, task.loss(), data.x_train, data.y_train, plan, anchor)
+        event = PrivacyEvent(
+            run_id, request.server_round, 0.0, 1.0, 0, 0.0, 0.0, _now(), kind=NON_PRIVATE_KIND
+        )
+        ledger.append(event)
+    else:
+        delta = site.policy.delta or default_delta(data.n_train)
+        dp_plan = plan_round(
+            request.dp, data.n_train, request.batch_size, request.local_epochs, delta
+        )
+        planned = PrivacyEvent(
+            run_id, request.server_round, dp_plan.noise_multiplier, dp_plan.sample_rate,
+            dp_plan.steps, delta, dp_plan.max_grad_norm, _now(),
+        )  # fmt: skip
+        try:
+            check_budget(history, planned, delta, site.policy.max_epsilon, request.dp.accountant)
+        except PrivacyError as exc:
+            raise RoundRefused(keys.REFUSED_BUDGET, str(exc)) from None
+        result = train_dp_sgd(
+            model, task.loss(), data.x_train, data.y_train,
+            DpSgdSettings(
+                noise_multiplier=dp_plan.noise_multiplier, max_grad_norm=dp_plan.max_grad_norm,
+                sample_rate=dp_plan.sample_rate, epochs=request.local_epochs,
+                learning_rate=request.learning_rate,
+            ),
+        )  # fmt: skip
+        event = PrivacyEvent(
+            run_id, request.server_round, dp_plan.noise_multiplier, dp_plan.sample_rate,
+            result.steps, delta, dp_plan.max_grad_norm, _now(),
+        )  # fmt: skip
+        events = ledger.append(event)  # durable before anything is sent
+        loss = result.loss
+        metrics[keys.EPSILON] = epsilon_from_events(events, delta, request.dp.accountant)
+    weight = keys.bucket_count(data.n_train) if request.weighting is Weighting.EXAMPLES else 1.0
+    metrics |= {keys.TRAIN_LOSS: loss, keys.WEIGHT: weight}
+    return TrainOutcome(state=model.state_dict(), metrics=metrics)

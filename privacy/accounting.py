@@ -1,0 +1,88 @@
+"""Pure privacy math: sampling rate, epsilon from events, noise calibration.
+
+No I/O, no logging, no torch state. Opacus' accountants do the analysis (RDP by default, PRV on
+request); these functions only feed them the ledger's events. Keeping them pure lets tests check
+them against an independent implementation (Google's dp-accounting).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+
+from fedcare.config import AccountantName
+from fedcare.privacy.errors import PrivacyError
+from fedcare.privacy.events import NON_PRIVATE_KIND, PrivacyEvent
+
+
+def poisson_sample_rate(n_train: int, batch_size: int) -> float:
+    """The rate Opacus' ``make_private`` samples with: ``1 / ceil(N / B)``, not ``B / N``.
+
+    fedcare samples with this rate and records it in the ledger, so accounting always uses the
+    rate the sampler really used.
+    """
+    if n_train < 1 or batch_size < 1:
+        raise PrivacyError(f"need n_train >= 1 and batch size >= 1, got {n_train}, {batch_size}")
+    return 1.0 / math.ceil(n_train / batch_size)
+
+
+def poisson_steps_per_epoch(sample_rate: float) -> int:
+    """Batches per epoch of Opacus' Poisson sampler (``int(1 / q)``, exactly as it computes)."""
+    return int(1 / sample_rate)
+
+
+def default_delta(n_train: int) -> float:
+    """δ = min(1e-5, 1 / (2 n)): below 1/(2n) for every site, and 1e-5 for clinical sizes."""
+    return min(1e-5, 1.0 / (2 * n_train))
+
+
+def _accountant(name: AccountantName) -> RDPAccountant | PRVAccountant:
+    return RDPAccountant() if name is AccountantName.RDP else PRVAccountant()
+
+
+def epsilon_from_events(
+    events: Iterable[PrivacyEvent], delta: float, accountant: AccountantName = AccountantName.RDP
+) -> float:
+    """Cumulative ε at ``delta`` of every event (all runs, all rounds); ``inf`` if any release
+    was non-private, ``0`` for an empty ledger."""
+    history: list[tuple[float, float, int]] = []
+    for event in events:
+        if event.kind == NON_PRIVATE_KIND or event.noise_multiplier == 0.0:
+            return math.inf
+        if event.steps > 0:
+            history.append((event.noise_multiplier, event.sample_rate, event.steps))
+    if not history:
+        return 0.0
+    engine = _accountant(accountant)
+    engine.history = history
+    return float(engine.get_epsilon(delta=delta))
+
+
+def calibrate_noise_multiplier(
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: AccountantName = AccountantName.RDP,
+) -> float:
+    """Smallest σ (within Opacus' search tolerance) whose ``steps`` steps at ``sample_rate`` stay
+    at or under ``target_epsilon``; raises :class:`PrivacyError` when no σ can."""
+    if target_epsilon <= 0 or steps < 1:
+        raise PrivacyError(f"need target epsilon > 0 and steps >= 1, got {target_epsilon}, {steps}")
+    try:
+        sigma = get_noise_multiplier(
+            target_epsilon=target_epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=str(accountant),
+            epsilon_tolerance=0.01,
+        )
+    except ValueError as exc:
+        raise PrivacyError(
+            f"cannot reach epsilon {target_epsilon} at delta {delta}: {exc}"
+        ) from None
+    return float(sigma)
