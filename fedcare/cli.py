@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -168,8 +168,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         title=f"Per-site test accuracy ({summary['strategy']}, {summary['rounds']} rounds)"
     )
     privacy = summary.get("privacy")
-    columns = ["site", "n_train", "n_test", "federated", "AUROC", "local-only", "pooled"]
-    columns += ["ε spent", "σ"] if privacy else []
+    columns = ["site", "train", "test", "federated", "AUROC", "local", "pooled"]
+    columns += ["ε / max", "σ"] if privacy else []
     for column in columns:
         table.add_column(column, justify="left" if column == "site" else "right")
     baselines = summary["baselines"]
@@ -202,9 +202,107 @@ def _print_summary(summary: dict[str, Any]) -> None:
         site, number, reason = refusal["site"], refusal["round"], refusal["reason"]
         console.print(f"[yellow]site {site} refused round {number}: {reason}[/]")
     console.print(
-        "local-only = each site's own model on its own test set; its mean row is the best "
-        "local model's mean over all sites' test sets"
+        "local = each site's own model on its own test set; its mean row is the best local "
+        "model's mean over all sites' test sets"
     )
+
+
+privacy_app = typer.Typer(help="A site's privacy ledger and spending.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+
+
+@privacy_app.command("report")
+def privacy_report(
+    state: Annotated[Path, typer.Option("--state", help="The site's state folder.")],
+    accountant: Annotated[str, typer.Option(help="rdp or prv.")] = "rdp",
+    delta: Annotated[float | None, typer.Option(help="δ (default: the ledger's).")] = None,
+) -> None:
+    """Print a site's privacy ledger and the ε it adds up to."""
+    from fedcare.config import AccountantName
+    from fedcare.privacy.accounting import epsilon_from_events
+    from fedcare.privacy.ledger import PrivacyLedger
+
+    if not state.is_dir():
+        _run_or_exit(lambda: _raise(ConfigError(f"{state}: state folder not found")))
+    events = _run_or_exit(PrivacyLedger(state).read)
+    name = _run_or_exit(lambda: _accountant(accountant))
+    table = Table(title=f"Privacy ledger: {PrivacyLedger(state).path}")
+    for column in ("#", "run", "round", "kind", "σ", "sample rate", "steps", "δ", "clip", "time"):
+        table.add_column(
+            column, justify="right" if column not in ("run", "kind", "time") else "left"
+        )
+    for index, e in enumerate(events, 1):
+        table.add_row(
+            str(index), e.run_id, str(e.round), e.kind, f"{e.noise_multiplier:.4g}",
+            f"{e.sample_rate:.4g}", str(e.steps), f"{e.delta:g}", f"{e.max_grad_norm:g}", e.time,
+        )  # fmt: skip
+    console.print(table)
+    at = delta if delta is not None else max((e.delta for e in events), default=1e-5)
+    spent = epsilon_from_events(events, at, AccountantName(name))
+    runs = len({e.run_id for e in events})
+    console.print(
+        f"{len(events)} event(s) over {runs} run(s); cumulative ε = {spent:.4f} at δ = {at:g} "
+        f"({name} accountant)"
+    )
+
+
+bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("dp")
+def bench_dp(
+    repetitions: Annotated[int, typer.Option(help="Timed repetitions per variant (median).")] = 7,
+    synthetic_rows: Annotated[
+        int, typer.Option(help="Rows of the synthetic tabular set.")
+    ] = 20_000,
+    threads: Annotated[str, typer.Option(help="Comma-separated torch thread counts.")] = "1,2",
+) -> None:
+    """One local epoch with Opacus DP-SGD vs without, per model, mode and thread count."""
+    from fedcare.simulations.benchmarks import run_dp_benchmark
+    from fedcare.simulations.scenarios import embedded_data_dir
+
+    counts = tuple(int(t) for t in threads.split(","))
+    started = time.perf_counter()
+    rows = run_dp_benchmark(
+        embedded_data_dir() / "processed.cleveland.data",
+        repetitions=repetitions,
+        synthetic_rows=synthetic_rows,
+        thread_counts=counts,
+        progress=lambda text: console.print(f"timing {text} ..."),
+    )
+    table = Table(title=f"DP-SGD vs plain local epoch (median of {repetitions})")
+    for column in ("workload", "threads", "variant", "median ms", "DP / plain"):
+        table.add_column(column, justify="left" if column in ("workload", "variant") else "right")
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+        table.add_row(
+            row.workload, str(row.threads), row.variant, f"{row.median_s * 1000:.1f}", ratio
+        )
+    console.print(table)
+    for workload in dict.fromkeys(r.workload for r in rows):
+        for count in counts:
+            candidates = [
+                r for r in rows if r.workload == workload and r.threads == count and r.ratio
+            ]
+            best = min(candidates, key=lambda r: r.median_s)
+            console.print(
+                f"best DP on {workload}, {count} thread(s): {best.variant} {best.ratio:.2f}x plain"
+            )
+    console.print(f"benchmark took {time.perf_counter() - started:.0f} s")
+
+
+def _accountant(value: str) -> str:
+    from fedcare.config import AccountantName
+
+    try:
+        return str(AccountantName(value))
+    except ValueError:
+        raise ConfigError(f"--accountant {value!r}: choose rdp or prv") from None
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 def main() -> None:
