@@ -9,8 +9,6 @@ standardised with its own training statistics only, so no test row leaks into pr
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from fedcare.datagate import ColumnRule, TableSchema, read_site_table
 from fedcare.errors import DataError
 from fedcare.tasks.base import FloatArray, ModelName, SiteData
 
@@ -35,62 +34,42 @@ ONE_HOT_LEVELS: dict[str, tuple[int, ...]] = {"cp": (2, 3, 4), "restecg": (1, 2)
 FEATURE_NAMES: tuple[str, ...] = NUMERIC_FEATURES + tuple(
     f"{column}_{level}" for column, levels in ONE_HOT_LEVELS.items() for level in levels
 )
-MISSING_MARK = "?"
 TRAIN_FRACTION = 0.66
 SPLIT_SEED = 43
 MLP_HIDDEN = 32
-MAX_PROBLEMS_SHOWN = 5
+
+
+# Plausible ranges of the processed UCI files; 0 marks a missing cholesterol or blood pressure
+# at some sites (kept, as FLamby does).
+SCHEMA = TableSchema(
+    columns=(
+        ColumnRule("age", 1, 120),
+        ColumnRule("sex", 0, 1, levels=(0, 1)),
+        ColumnRule("cp", 1, 4, levels=(1, 2, 3, 4)),
+        ColumnRule("trestbps", 0, 300),
+        ColumnRule("chol", 0, 1000),
+        ColumnRule("fbs", 0, 1, levels=(0, 1)),
+        ColumnRule("restecg", 0, 2, levels=(0, 1, 2)),
+        ColumnRule("thalach", 0, 260),
+        ColumnRule("exang", 0, 1, levels=(0, 1)),
+        ColumnRule("oldpeak", -10, 10),
+        ColumnRule("slope", 1, 3, levels=(1, 2, 3)),
+        ColumnRule("ca", 0, 3, levels=(0, 1, 2, 3)),
+        ColumnRule("thal", 3, 7, levels=(3, 6, 7)),
+        ColumnRule("num", 0, 4, levels=(0, 1, 2, 3, 4), missing_allowed=False),
+    ),
+    label="num",
+    min_rows=10,
+)
 
 
 def read_raw(path: Path) -> np.ndarray:
-    """Parse one site's headerless 14-column file; NaN marks ``?``.
+    """One site's 14 declared columns through the data gate; NaN marks a missing value.
 
-    Every malformed line is collected and reported in one line, so a site fixes its export once.
+    Accepts the UCI layout (headerless, 14 columns) and CSV or Parquet files with named columns
+    (any order; undeclared columns are never read, identifier-like ones refuse the file).
     """
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found; check the site's data path")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {exc.start}); export the file as plain CSV"
-        ) from None
-    rows: list[list[float]] = []
-    problems: list[str] = []
-    for line_no, fields in enumerate(csv.reader(text.splitlines()), start=1):
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        if len(fields) != len(RAW_COLUMNS):
-            problems.append(
-                f"line {line_no}: expected {len(RAW_COLUMNS)} comma-separated columns, "
-                f"found {len(fields)}"
-            )
-            continue
-        values: list[float] = []
-        for column, raw in zip(RAW_COLUMNS, fields, strict=True):
-            value = raw.strip()
-            if value == MISSING_MARK:
-                values.append(math.nan)
-                continue
-            try:
-                number = float(value)
-            except ValueError:
-                problems.append(f"line {line_no} column '{column}': {value!r} is not a number")
-                continue
-            if not math.isfinite(number):
-                problems.append(f"line {line_no} column '{column}': {value!r} is not finite")
-                continue
-            values.append(number)
-        if len(values) == len(RAW_COLUMNS):
-            rows.append(values)
-    if problems:
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = len(problems) - MAX_PROBLEMS_SHOWN
-        suffix = f"; and {more} more" if more > 0 else ""
-        raise DataError(f"{path}: {len(problems)} problem(s): {shown}{suffix}")
-    if not rows:
-        raise DataError(f"{path}: no data rows; the file is empty")
-    return np.asarray(rows, dtype=np.float64)
+    return read_site_table(path, SCHEMA)
 
 
 def flamby_features(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -108,7 +108,11 @@ def test_cli_runs_fedprox_with_config_file_and_overrides(tmp_path: Path) -> None
         (["--config", "bad.toml"], "bad.toml: rounds: 0 must be an integer", 2),
         (["--scenario", "sites-missing-file"], "processed.va.data: data file not found", 3),
         (["--scenario", "sites-bad-columns"], "line 2: expected 14 comma-separated columns", 3),
-        (["--scenario", "sites-text-value"], "line 1 column 'age': 'sixty' is not a number", 3),
+        (
+            ["--scenario", "sites-text-value"],
+            "column 'age': 1 value(s) not a number, first 'sixty'",
+            3,
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_and_nonzero(
