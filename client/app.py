@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedcare import messages as keys
+from fedcare.client.audit import audit_mod
 from fedcare.client.request import RoundRequest
 from fedcare.client.rounds import RoundRefused, train_round
 from fedcare.client.site import SiteIdentity, load_site_data, resolve_site
@@ -26,7 +27,7 @@ from fedcare.training import evaluate
 from fedcare.weights import load_record
 
 log = logging.getLogger(__name__)
-app = ClientApp()
+app = ClientApp(mods=[audit_mod])
 
 
 def _reply(

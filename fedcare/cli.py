@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
@@ -266,6 +266,33 @@ def site_check(
         f"{data}: passes the {task} data gate; {loaded.n_train} training and {loaded.n_test} "
         f"test rows after preprocessing, {loaded.x_train.shape[1]} features"
     )
+
+
+@site_app.command("audit")
+def site_audit(
+    state: Annotated[Path, typer.Option("--state", help="The site's state folder.")],
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the hash chain; exit 4 if broken.")
+    ] = False,
+) -> None:
+    """Show what this site has sent (the audit log), and verify it has not been altered."""
+    from fedcare.chained_log import ChainBrokenError
+    from fedcare.client.audit import audit_log
+
+    log = audit_log(state)
+    try:
+        entries = log.read()
+    except ChainBrokenError as exc:
+        err_console.print(f"[bold red]error:[/] {log.path}: audit log does not verify: {exc}")
+        raise typer.Exit(code=4) from None
+    if not verify:
+        for entry in entries:
+            arrays = ", ".join(f"{a['name']}{tuple(a['shape'])}" for a in entry.get("arrays", []))
+            metrics = {k: v for m in entry.get("metrics", {}).values() for k, v in m.items()}
+            sent = entry.get("error") or {"arrays": arrays, "metrics": metrics}
+            where = f"run {entry['run_id']} round {entry['round']} {entry['message_type']}"
+            console.print(f"{entry['time']} {where}: {sent}")
+    console.print(f"{log.path}: {len(entries)} entries, hash chain verified")
 
 
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)

@@ -27,7 +27,7 @@ def ledger(tmp_path: Path) -> PrivacyLedger:
 
 def test_events_round_trip_in_order(ledger: PrivacyLedger) -> None:
     assert [e.round for e in PrivacyLedger(ledger.state_dir).read()] == [1, 2, 3]
-    assert json.loads((ledger.state_dir / HEAD_FILE).read_text())["events"] == 3
+    assert json.loads((ledger.state_dir / HEAD_FILE).read_text())["entries"] == 3
     assert not list(ledger.state_dir.glob(".*.tmp"))
 
 
