@@ -295,6 +295,174 @@ def site_audit(
     console.print(f"{log.path}: {len(entries)} entries, hash chain verified")
 
 
+@site_app.command("start")
+def site_start(
+    name: Annotated[str, typer.Option(help="This site's name (as registered).")],
+    data: Annotated[Path, typer.Option(help="The site's CSV or Parquet file.")],
+    state: Annotated[Path, typer.Option(help="State folder: ledger, audit log, logs.")],
+    key: Annotated[Path, typer.Option(help="The site.key issued by the coordinator.")],
+    ca: Annotated[Path, typer.Option(help="The federation's ca.crt.")],
+    coordinator: Annotated[str, typer.Option(help="Coordinator address HOST:PORT.")],
+    max_epsilon: Annotated[float, typer.Option(help="This site's privacy budget.")] = 10.0,
+    delta: Annotated[float | None, typer.Option(help="δ (default min(1e-5, 1/(2n))).")] = None,
+    allow_non_dp: Annotated[bool, typer.Option(help="Also train rounds without DP.")] = False,
+    connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the coordinator.")
+    ] = 60.0,
+) -> None:
+    """Start this hospital's site daemon (a Flower SuperNode) in the background."""
+    _quiet_environment()
+    from fedcare.client.daemon import SiteDaemon
+    from fedcare.client.policy import SitePolicy
+
+    def start() -> int:
+        policy = SitePolicy(max_epsilon=max_epsilon, delta=delta, require_dp=not allow_non_dp)
+        return SiteDaemon(state).start(
+            name, data, key, ca, coordinator, policy, connect_timeout_s=connect_timeout
+        )
+
+    pid = _run_or_exit(start)
+    console.print(
+        f"site {name}: connected to {coordinator} (pid {pid}; log {state}/logs/supernode.log)"
+    )
+
+
+@site_app.command("stop")
+def site_stop(state: Annotated[Path, typer.Option(help="The site's state folder.")]) -> None:
+    """Stop this site's daemon and its helper processes."""
+    from fedcare.client.daemon import SiteDaemon
+
+    SiteDaemon(state).stop()
+    console.print(f"site daemon in {state} stopped")
+
+
+pki_app = typer.Typer(
+    help="The federation's CA, TLS certificate and site keys.", no_args_is_help=True
+)
+app.add_typer(pki_app, name="pki")
+
+
+@pki_app.command("init")
+def pki_init(
+    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.")],
+    host: Annotated[
+        list[str] | None, typer.Option(help="Host name or IP sites connect to (repeat).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing keys.")] = False,
+) -> None:
+    """Create the federation's CA and the coordinator's TLS certificate."""
+    from fedcare.privacy.pki import init_federation
+
+    written = _run_or_exit(
+        lambda: init_federation(folder, host or ["localhost", "127.0.0.1"], force)
+    )
+    console.print("created " + ", ".join(str(p) for p in written) + " (private keys 0600)")
+
+
+@pki_app.command("add-site")
+def pki_add_site(
+    name: Annotated[str, typer.Argument(help="Site name.")],
+    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+) -> None:
+    """Create a site's key pair and register its public key with the coordinator."""
+    from fedcare.privacy.pki import add_site
+
+    keys = _run_or_exit(lambda: add_site(folder, name, force))
+    console.print(
+        f"site {name}: give {keys.private_key} and {folder / 'ca.crt'} to the site; public key "
+        f"{keys.public_key} is registered (a running coordinator: 'coordinator register')"
+    )
+
+
+coordinator_app = typer.Typer(
+    help="The model owner's coordinator (Flower SuperLink).", no_args_is_help=True
+)
+app.add_typer(coordinator_app, name="coordinator")
+
+
+@coordinator_app.command("start")
+def coordinator_start(
+    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder (from pki init).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+) -> None:
+    """Start the SuperLink with TLS and site authentication; register every site."""
+    _quiet_environment()
+    from fedcare.server.coordinator import Coordinator
+
+    address = _run_or_exit(lambda: Coordinator(folder).start(host, port))
+    console.print(f"coordinator listening on {address} (TLS, site authentication)")
+
+
+@coordinator_app.command("register")
+def coordinator_register(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+    """Register sites added with 'pki add-site' since the coordinator started."""
+    from fedcare.server.coordinator import Coordinator
+
+    nodes = _run_or_exit(lambda: Coordinator(folder).register_sites())
+    console.print(f"registered sites: {', '.join(sorted(nodes)) or 'none'}")
+
+
+@coordinator_app.command("run")
+def coordinator_run(
+    folder: Annotated[Path, typer.Option("--dir")],
+    min_sites: Annotated[int, typer.Option(help="Sites every round waits for.")],
+    config: Annotated[Path | None, typer.Option("--config", help="TOML run config.")] = None,
+    rounds: Annotated[int | None, typer.Option()] = None,
+    strategy: Annotated[str | None, typer.Option()] = None,
+    dp: Annotated[bool | None, typer.Option("--dp/--no-dp")] = None,
+    target_epsilon: Annotated[float | None, typer.Option()] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to follow the run.")] = 3600.0,
+) -> None:
+    """Submit a fedcare run to the federation and follow it round by round."""
+    _quiet_environment()
+    from fedcare.config import load_config
+    from fedcare.server.coordinator import Coordinator
+
+    run_config = _run_or_exit(
+        lambda: load_config(config).replace(
+            rounds=rounds, strategy=strategy, dp=dp, target_epsilon=target_epsilon
+        )
+    )
+    coordinator = Coordinator(folder)
+    started = time.perf_counter()
+    out = _run_or_exit(lambda: coordinator.submit(run_config, min_sites))
+    console.print(f"run submitted -> {out}")
+
+    def show(record: dict[str, Any]) -> None:
+        sites = " ".join(f"{n[:5]} {s['accuracy']:.3f}" for n, s in record["sites"].items())
+        console.print(
+            f"round {record['round']:>3}/{run_config.rounds}  "
+            f"mean {record['mean_accuracy']:.3f} | {sites}  ({time.perf_counter() - started:.0f} s)"
+        )
+
+    _run_or_exit(lambda: coordinator.follow(out, run_config.rounds, show, timeout))
+    console.print(f"run finished: {out}")
+
+
+@coordinator_app.command("status")
+def coordinator_status(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+    """Which sites are connected, and the latest run's round."""
+    from fedcare.server.coordinator import Coordinator
+
+    status = _run_or_exit(lambda: Coordinator(folder).status())
+    console.print(
+        f"coordinator {status['address']}; run {status['run']} at round {status['round']}"
+    )
+    for site, state in sorted(status["sites"].items()):
+        console.print(f"  {site}: {state}")
+
+
+@coordinator_app.command("stop")
+def coordinator_stop(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+    """Stop the SuperLink and its helper processes."""
+    from fedcare.server.coordinator import Coordinator
+
+    Coordinator(folder).stop()
+    console.print("coordinator stopped")
+
+
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

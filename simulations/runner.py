@@ -21,12 +21,12 @@ from flwr.app import Context, RecordDict
 from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.telemetry import EventType
 
-from fedcare.atomic import write_bytes_atomic
 from fedcare.client.app import app as client_app
 from fedcare.client.policy import SitePolicy
 from fedcare.client.site import DATA_PATH_KEY, SITE_NAME_KEY, STATE_DIR_KEY
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError, FedcareError
+from fedcare.flower_app import write_flower_app
 from fedcare.server import progress
 from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, SIM_SITES_KEY
 from fedcare.server.app import app as server_app
@@ -67,27 +67,6 @@ def simulation_run_config(
         MIN_SITES_KEY: len(sites),
         SIM_SITES_KEY: json.dumps(sites),
     }
-
-
-def write_flower_app(folder: Path, run_config: dict[str, Any]) -> Path:
-    """A minimal Flower App folder whose ``[tool.flwr.app.config]`` is ``run_config``."""
-    lines = [
-        "[project]",
-        'name = "fedcare-run"',
-        'version = "1.0.0"',
-        "",
-        "[tool.flwr.app]",
-        'publisher = "fedcare"',
-        "",
-        "[tool.flwr.app.components]",
-        'serverapp = "fedcare.server.app:app"',
-        'clientapp = "fedcare.client.app:app"',
-        "",
-        "[tool.flwr.app.config]",
-        *(f"{json.dumps(key)} = {json.dumps(value)}" for key, value in sorted(run_config.items())),
-    ]
-    write_bytes_atomic(folder / "pyproject.toml", ("\n".join(lines) + "\n").encode("utf-8"))
-    return folder
 
 
 def load_sites(config: RunConfig, scenario: Scenario) -> list[SiteData]:

@@ -1,0 +1,143 @@
+"""The hospital's site daemon: Flower's SuperNode with the federation's CA, the site key and the
+site's own configuration, started only after the site's data passes the data gate.
+
+The data path, state folder and privacy policy travel to the ClientApp as SuperNode node config;
+they never leave the site. Start-up waits until the SuperNode is authenticated with the
+coordinator, or reports in one line why it is not (missing key, bad CA, unknown key, coordinator
+unreachable).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from fedcare.client.policy import SitePolicy
+from fedcare.errors import ConfigError, FedcareError
+from fedcare.processes import Daemon, flower_environment, free_port
+from fedcare.tasks import get_task
+
+CONNECT_TIMEOUT_S = 60.0
+_SAFE_VALUE = re.compile(r'^[^"\s=\\]+$')
+
+
+class SiteError(FedcareError):
+    """The site daemon could not start or connect."""
+
+
+@dataclass(frozen=True)
+class SiteDaemon:
+    """One site's SuperNode process, keyed by its state folder."""
+
+    state_dir: Path
+
+    @property
+    def daemon(self) -> Daemon:
+        return Daemon(self.state_dir / "supernode.pid")
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "logs" / "supernode.log"
+
+    def start(
+        self,
+        name: str,
+        data: Path,
+        key: Path,
+        ca: Path,
+        coordinator: str,
+        policy: SitePolicy,
+        task: str = "heart-disease",
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> int:
+        """Check key, CA and data, start the SuperNode, wait until it is authenticated."""
+        if not key.is_file():
+            raise ConfigError(
+                f"{key}: site key not found; create it at the coordinator with "
+                f"'fedcare pki add-site {name}' and copy site.key here"
+            )
+        try:
+            x509.load_pem_x509_certificate(ca.read_bytes())
+        except (OSError, ValueError):
+            raise ConfigError(
+                f"{ca}: not a PEM CA certificate; copy the federation's ca.crt here"
+            ) from None
+        get_task(task).load_site(name, data)  # the data gate: refuses before anything connects
+        if self.daemon.alive():
+            raise SiteError(f"{self.state_dir}: site daemon already running")
+        node_config = {
+            "site-name": name,
+            "data-path": str(data.resolve()),
+            "state-dir": str(self.state_dir.resolve()),
+            "max-epsilon": policy.max_epsilon,
+            "delta": policy.delta or 0.0,
+            "require-dp": str(policy.require_dp).lower(),
+        }
+        for field, value in node_config.items():
+            if isinstance(value, str) and not _SAFE_VALUE.match(value):
+                raise ConfigError(
+                    f"{field} {value!r}: paths and names may not contain spaces or quotes"
+                )
+        port = free_port()
+        argv = [
+            "flower-supernode",
+            "--superlink", coordinator,
+            "--root-certificates", str(ca.resolve()),
+            "--auth-supernode-private-key", str(key.resolve()),
+            "--node-config", " ".join(
+                f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in node_config.items()
+            ),
+            "--port", str(port),
+        ]  # fmt: skip
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        pid = self.daemon.start(
+            argv, self.log_file, flower_environment(self.state_dir / "flwr-home"), port
+        )
+        self._wait_connected(coordinator, offset, connect_timeout_s)
+        return pid
+
+    def _wait_connected(self, coordinator: str, offset: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.log_file.read_bytes()[offset:].decode(errors="replace")
+            if "SuperNode ID" in text:
+                return
+            failure = _diagnose(text, coordinator)
+            if failure or not self.daemon.alive() or time.monotonic() > deadline:
+                self.daemon.stop(timeout=5)
+                raise SiteError(failure or _unreachable(coordinator, timeout_s, self.log_file))
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+
+def _unreachable(coordinator: str, timeout_s: float, log_file: Path) -> str:
+    return (
+        f"could not connect to the coordinator at {coordinator} within {timeout_s:.0f} s; check "
+        f"the address and that the coordinator is running (log: {log_file})"
+    )
+
+
+def _diagnose(log: str, coordinator: str) -> str | None:
+    if "CERTIFICATE_VERIFY_FAILED" in log or "certificate verify failed" in log:
+        return (
+            f"the coordinator at {coordinator} presented a certificate not signed by this CA "
+            "(CERTIFICATE_VERIFY_FAILED); get the federation's ca.crt from the coordinator"
+        )
+    lowered = log.lower()
+    if (
+        "not registered" in lowered
+        or "unauthenticated" in lowered
+        or "permission denied" in lowered
+    ):
+        return (
+            "the coordinator refused this site's key (not registered); ask the coordinator to "
+            "run 'fedcare pki add-site' and restart with the site.key it issued"
+        )
+    return None

@@ -1,0 +1,200 @@
+"""The coordinator operator's launcher: Flower's SuperLink with TLS and site authentication,
+site registration, run submission and progress.
+
+Everything lives in one folder (the PKI folder from ``fedcare pki init``)::
+
+    ca.crt coordinator.crt coordinator.key sites.json sites/NAME/site.pub   PKI
+    flwr-home/config.toml                      the Flower CLI's connection "fedcare"
+    superlink.pid superlink.db logs/superlink.log
+    runs/RUN/{app/pyproject.toml, rounds.json, global_model.safetensors}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedcare.atomic import write_bytes_atomic, write_json_atomic
+from fedcare.config import RunConfig
+from fedcare.errors import ConfigError, FedcareError
+from fedcare.flower_app import write_flower_app
+from fedcare.privacy.pki import CA_CERT, REGISTRY, SERVER_CERT, SERVER_KEY, read_registry
+from fedcare.processes import Daemon, flower_environment, free_port
+from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE
+
+CONNECTION = "fedcare"
+START_TIMEOUT_S = 60.0
+
+
+class CoordinatorError(FedcareError):
+    """The coordinator could not start, register a site or run."""
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    """Paths and processes of one coordinator folder."""
+
+    root: Path
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.root / "flwr-home"
+
+    @property
+    def daemon(self) -> Daemon:
+        return Daemon(self.root / "superlink.pid")
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "logs" / "superlink.log"
+
+    def address(self) -> str:
+        info = self.daemon.info()
+        if info is None or not self.daemon.alive():
+            raise CoordinatorError(f"{self.root}: coordinator is not running; start it first")
+        return f"{info.get('host', '127.0.0.1')}:{info['port']}"
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run the Flower CLI against this coordinator's SuperLink."""
+        return subprocess.run(
+            ["flwr", *args], env=flower_environment(self.flwr_home), capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def start(self, host: str = "127.0.0.1", port: int | None = None) -> str:
+        """Start the SuperLink (TLS + SuperNode authentication) and register every site."""
+        for name in (CA_CERT, SERVER_CERT, SERVER_KEY):
+            if not (self.root / name).is_file():
+                raise ConfigError(
+                    f"{self.root / name}: missing; run 'fedcare pki init --dir {self.root}'"
+                )
+        if self.daemon.alive():
+            raise CoordinatorError(f"{self.root}: coordinator already running at {self.address()}")
+        port = port or free_port(host)
+        self._write_connection(host, port)
+        argv = [
+            "flower-superlink",
+            "--ssl-ca-certfile", str(self.root / CA_CERT),
+            "--ssl-certfile", str(self.root / SERVER_CERT),
+            "--ssl-keyfile", str(self.root / SERVER_KEY),
+            "--enable-supernode-auth",
+            "--disable-runtime-dependency-installation",
+            "--host", host, "--port", str(port),
+            "--database", str(self.root / "superlink.db"),
+        ]  # fmt: skip
+        self.daemon.start(argv, self.log_file, flower_environment(self.flwr_home), port)
+        info = self.daemon.info() or {}
+        write_json_atomic(self.daemon.pid_file, info | {"host": host})
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _accepts(host, port):
+            if not self.daemon.alive() or time.monotonic() > deadline:
+                self.daemon.stop()
+                raise CoordinatorError(f"SuperLink did not start; see {self.log_file}")
+            time.sleep(0.3)
+        self.register_sites()
+        return f"{host}:{port}"
+
+    def _write_connection(self, host: str, port: int) -> None:
+        text = (
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "{host}:{port}"\nroot-certificates = "{self.root / CA_CERT}"\n'
+        )
+        write_bytes_atomic(self.flwr_home / "config.toml", text.encode())
+
+    def register_sites(self) -> dict[str, str]:
+        """Register every site of ``sites.json`` not yet known to this SuperLink."""
+        registry = read_registry(self.root)
+        for name, entry in registry.items():
+            if entry.get("node_id"):
+                continue
+            result = self.flwr(
+                "supernode", "register", entry["public_key"], CONNECTION, "--name", name
+            )
+            found = re.search(r"SuperNode (\d+) registered", result.stdout + result.stderr)
+            if result.returncode != 0 or not found:
+                raise CoordinatorError(f"registering site {name!r} failed: {_last_line(result)}")
+            entry["node_id"] = found.group(1)
+            write_json_atomic(self.root / REGISTRY, registry)
+        return {name: e["node_id"] for name, e in registry.items()}
+
+    def status(self) -> dict[str, Any]:
+        """Which registered sites are online, and the latest run's progress."""
+        result = self.flwr("supernode", "list", CONNECTION, "--format", "json")
+        nodes = json.loads(result.stdout).get("nodes", []) if result.returncode == 0 else []
+        names = {e.get("node_id"): n for n, e in read_registry(self.root).items()}
+        sites = {names.get(str(n["node-id"]), str(n["node-id"])): n["status"] for n in nodes}
+        latest = self.latest_run()
+        rounds = (
+            json.loads((latest / ROUNDS_FILE).read_text())
+            if latest and (latest / ROUNDS_FILE).exists()
+            else []
+        )
+        return {
+            "address": self.address(),
+            "sites": sites,
+            "run": latest.name if latest else None,
+            "round": rounds[-1]["round"] if rounds else None,
+        }
+
+    def latest_run(self) -> Path | None:
+        runs = sorted((self.root / "runs").glob("*/app")) if (self.root / "runs").exists() else []
+        return runs[-1].parent if runs else None
+
+    def submit(self, config: RunConfig, min_sites: int) -> Path:
+        """Submit a fedcare run (the same ServerApp as simulation); returns its run folder."""
+        self.address()
+        out = self.root / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        run_config = config.to_run_config() | {
+            OUT_DIR_KEY: str(out.resolve()),
+            MIN_SITES_KEY: min_sites,
+        }
+        app = write_flower_app(out / "app", run_config)
+        result = self.flwr("run", str(app), CONNECTION, "--format", "json")
+        if result.returncode != 0:
+            raise CoordinatorError(f"submitting the run failed: {_last_line(result)}")
+        return out
+
+    def follow(
+        self, out: Path, rounds: int, on_round: Callable[[dict[str, Any]], None], timeout_s: float
+    ) -> list[dict[str, Any]]:
+        """Wait for the run's rounds (0..rounds) to appear, reporting each once."""
+        seen = 0
+        deadline = time.monotonic() + timeout_s
+        records: list[dict[str, Any]] = []
+        while seen < rounds + 1:
+            if time.monotonic() > deadline:
+                raise CoordinatorError(
+                    f"run {out.name} reached round {seen - 1} of {rounds} in {timeout_s:.0f} s"
+                )
+            path = out / ROUNDS_FILE
+            records = json.loads(path.read_text()) if path.exists() else []
+            for record in records[seen:]:
+                on_round(record)
+            seen = len(records)
+            time.sleep(0.5)
+        return records
+
+    def stop(self) -> None:
+        """Stop the SuperLink and its helper processes."""
+        self.daemon.stop()
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line.strip(" │╭╮╰╯─") for line in (result.stderr + result.stdout).splitlines()]
+    meaningful = [line for line in lines if line.strip()]
+    return meaningful[-1] if meaningful else f"exit code {result.returncode}"
