@@ -104,11 +104,14 @@ class SiteDaemon:
     def _wait_connected(self, coordinator: str, offset: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
+            alive = self.daemon.alive()  # before reading, so a dead process' last words are read
             text = self.log_file.read_bytes()[offset:].decode(errors="replace")
             if "SuperNode ID" in text:
                 return
             failure = _diagnose(text, coordinator)
-            if failure or not self.daemon.alive() or time.monotonic() > deadline:
+            if not failure and not alive:
+                failure = f"the site daemon exited during start-up; see {self.log_file}"
+            if failure or time.monotonic() > deadline:
                 self.daemon.stop(timeout=5)
                 raise SiteError(failure or _unreachable(coordinator, timeout_s, self.log_file))
             time.sleep(0.3)
@@ -131,11 +134,8 @@ def _diagnose(log: str, coordinator: str) -> str | None:
             "(CERTIFICATE_VERIFY_FAILED); get the federation's ca.crt from the coordinator"
         )
     lowered = log.lower()
-    if (
-        "not registered" in lowered
-        or "unauthenticated" in lowered
-        or "permission denied" in lowered
-    ):
+    refused = ("failed to activate supernode", "not registered", "unauthenticated")
+    if any(marker in lowered for marker in refused):
         return (
             "the coordinator refused this site's key (not registered); ask the coordinator to "
             "run 'fedcare pki add-site' and restart with the site.key it issued"

@@ -1,0 +1,179 @@
+"""End to end on loopback: PKI, a coordinator (SuperLink over TLS with site authentication),
+three hospital site daemons (SuperNodes) with real data, a 3-round run, the sites' audit logs,
+and the refusals: unregistered key, another federation's CA, plaintext.
+
+Every process is started through the fedcare CLI, writes to log files, and is stopped by pid
+(helpers included) at the end.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedcare import messages as keys
+from fedcare.processes import _processes
+
+pytestmark = pytest.mark.slow
+SITES = ("cleveland", "hungarian", "va")
+FEDCARE = [sys.executable, "-m", "fedcare"]
+ROUNDS = 3
+
+
+def fedcare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"COLUMNS": "200"}
+    return subprocess.run(
+        [*FEDCARE, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def federation(
+    tmp_path_factory: pytest.TempPathFactory, site_paths: dict[str, Path]
+) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("federation")
+    coord = root / "coordinator"
+    started: list[Path] = []
+    try:
+        assert fedcare("pki", "init", "--dir", str(coord)).returncode == 0
+        for site in SITES:
+            assert fedcare("pki", "add-site", site, "--dir", str(coord)).returncode == 0
+        result = fedcare("coordinator", "start", "--dir", str(coord))
+        assert result.returncode == 0, result.stderr
+        started.append(coord / "superlink.pid")
+        info = json.loads((coord / "superlink.pid").read_text())
+        address = f"{info['host']}:{info['port']}"
+        for site in SITES:
+            state = root / site
+            result = fedcare(
+                "site", "start", "--name", site, "--data", str(site_paths[site]),
+                "--state", str(state), "--key", str(coord / "sites" / site / "site.key"),
+                "--ca", str(coord / "ca.crt"),
+                "--coordinator", address, "--allow-non-dp",
+            )  # fmt: skip
+            started.append(state / "supernode.pid")
+            assert result.returncode == 0, result.stderr
+        yield {"root": root, "coord": coord, "address": address, "port": info["port"]}
+    finally:
+        pids = [json.loads(p.read_text())["pid"] for p in started if p.exists()]
+        for site in SITES:
+            fedcare("site", "stop", "--state", str(root / site))
+        fedcare("coordinator", "stop", "--dir", str(coord))
+        alive = [pid for pid, group, _ in _processes() if pid in pids or group in pids]
+        assert not alive, f"processes left running: {alive}"
+
+
+@pytest.fixture(scope="module")
+def finished_run(federation: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    coord = federation["coord"]
+    status = fedcare("coordinator", "status", "--dir", str(coord))
+    assert status.returncode == 0 and status.stdout.count(": online") == 3, status.stdout
+    result = fedcare(
+        "coordinator", "run", "--dir", str(coord), "--min-sites", "3", "--rounds", str(ROUNDS),
+        "--strategy", "fedavg", "--timeout", "480",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (coord / "runs").iterdir()
+    return json.loads((run_dir / "rounds.json").read_text()), result.stdout
+
+
+def test_three_hospitals_train_and_accuracy_improves(
+    finished_run: tuple[list[dict[str, Any]], str],
+) -> None:
+    rounds, stdout = finished_run
+    assert [r["round"] for r in rounds] == list(range(ROUNDS + 1))
+    assert all(set(r["sites"]) == set(SITES) for r in rounds)
+    assert rounds[-1]["mean_accuracy"] > rounds[0]["mean_accuracy"] + 0.05
+    assert f"round   {ROUNDS}/{ROUNDS}" in stdout
+
+
+def test_audit_logs_verify_and_hold_only_weights_and_allowed_metrics(
+    federation: dict[str, Any],
+    finished_run: tuple[list[dict[str, Any]], str],
+    site_paths: dict[str, Path],
+) -> None:
+    for site in SITES:
+        state = federation["root"] / site
+        verify = fedcare("site", "audit", "--state", str(state), "--verify")
+        assert verify.returncode == 0, verify.stderr
+        entries = [
+            json.loads(line) for line in (state / "audit-log.jsonl").read_text().splitlines()
+        ]
+        assert len(entries) == 2 * ROUNDS + 1  # round-0 evaluation, then train + evaluate per round
+        raw_values = {
+            v for line in site_paths[site].read_text().splitlines() for v in line.split(",")
+        }
+        for entry in entries:
+            assert entry["kind"] == "reply"
+            arrays = {(a["name"], tuple(a["shape"]), a["dtype"]) for a in entry["arrays"]}
+            if entry["message_type"] == "train":
+                assert arrays == {("weight", (1, 13), "float32"), ("bias", (1,), "float32")}
+            else:
+                assert arrays == set()
+            assert set(entry["configs"]) == {keys.SITE} and set(entry["configs"][keys.SITE]) == {
+                "name"
+            }
+            metrics = entry["metrics"][keys.METRICS]
+            assert set(metrics) <= keys.ALLOWED_METRICS
+            assert metrics[keys.WEIGHT] == 1.0  # no training-set size leaves the site
+            for name, value in metrics.items():
+                if name != keys.WEIGHT:
+                    assert f"{value}" not in raw_values, (site, name, value)
+
+
+def test_unregistered_site_key_is_refused(
+    federation: dict[str, Any], site_paths: dict[str, Path]
+) -> None:
+    coord = federation["coord"]
+    assert (
+        fedcare("pki", "add-site", "rogue", "--dir", str(coord)).returncode == 0
+    )  # not registered
+    result = fedcare(
+        "site", "start", "--name", "rogue", "--data", str(site_paths["va"]),
+        "--state", str(federation["root"] / "rogue"),
+        "--key", str(coord / "sites" / "rogue" / "site.key"), "--ca", str(coord / "ca.crt"),
+        "--coordinator", federation["address"], "--allow-non-dp",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "refused this site's key (not registered)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_site_with_another_federations_ca_is_refused(
+    federation: dict[str, Any], site_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    assert fedcare("pki", "init", "--dir", str(tmp_path / "other")).returncode == 0
+    result = fedcare(
+        "site", "start", "--name", "va", "--data", str(site_paths["va"]),
+        "--state", str(tmp_path / "va"),
+        "--key", str(federation["coord"] / "sites" / "va" / "site.key"),
+        "--ca", str(tmp_path / "other" / "ca.crt"), "--coordinator", federation["address"],
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+
+
+def test_plaintext_connections_are_refused(federation: dict[str, Any], tmp_path: Path) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", federation["port"], timeout=10)
+    with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+        connection.request("GET", "/")
+        connection.getresponse()
+    # Flower's own SuperNode in --insecure mode cannot join either.
+    log = tmp_path / "insecure.log"
+    with log.open("wb") as out:
+        node = subprocess.run(
+            [str(Path(sys.executable).parent / "flower-supernode"), "--insecure", "--superlink",
+             federation["address"], "--max-retries", "2", "--max-wait-time", "20", "--port", "0"],
+            stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False,
+        )  # fmt: skip
+    assert node.returncode != 0
+    status = fedcare("coordinator", "status", "--dir", str(federation["coord"]))
+    assert status.stdout.count(": online") == 3  # still only the three authenticated sites
