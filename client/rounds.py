@@ -17,7 +17,6 @@ from fedcare.client.site import SiteIdentity, load_site_data
 from fedcare.config import Weighting
 from fedcare.privacy.accounting import default_delta, epsilon_from_events
 from fedcare.privacy.budget import check_budget, plan_round
-from fedcare.privacy.dp_sgd import DpSgdSettings, train_dp_sgd
 from fedcare.privacy.errors import PrivacyError
 from fedcare.privacy.events import NON_PRIVATE_KIND, PrivacyEvent
 from fedcare.privacy.ledger import PrivacyLedger
@@ -88,6 +87,8 @@ def train_round(
             check_budget(history, planned, delta, site.policy.max_epsilon, request.dp.accountant)
         except PrivacyError as exc:
             raise RoundRefused(keys.REFUSED_BUDGET, str(exc)) from None
+        from fedcare.privacy.dp_sgd import DpSgdSettings, train_dp_sgd  # Opacus only when needed
+
         result = train_dp_sgd(
             model, task.loss(), data.x_train, data.y_train,
             DpSgdSettings(

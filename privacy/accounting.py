@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
+from typing import Any
 
 from fedcare.config import AccountantName
 from fedcare.privacy.errors import PrivacyError
@@ -39,7 +37,10 @@ def default_delta(n_train: int) -> float:
     return min(1e-5, 1.0 / (2 * n_train))
 
 
-def _accountant(name: AccountantName) -> RDPAccountant | PRVAccountant:
+def _accountant(name: AccountantName) -> Any:
+    # Imported here: a site process that only evaluates never pays for importing Opacus.
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
     return RDPAccountant() if name is AccountantName.RDP else PRVAccountant()
 
 
@@ -72,6 +73,8 @@ def calibrate_noise_multiplier(
     at or under ``target_epsilon``; raises :class:`PrivacyError` when no σ can."""
     if target_epsilon <= 0 or steps < 1:
         raise PrivacyError(f"need target epsilon > 0 and steps >= 1, got {target_epsilon}, {steps}")
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         sigma = get_noise_multiplier(
             target_epsilon=target_epsilon,
