@@ -35,6 +35,7 @@ test: $(TEST_STAMP)
 
 bench: $(RUNTIME_STAMP)
 	$(BIN)/fedcare bench dp
+	$(BIN)/fedcare bench latency
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

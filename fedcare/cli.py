@@ -509,6 +509,31 @@ def bench_dp(
     console.print(f"benchmark took {time.perf_counter() - started:.0f} s")
 
 
+@bench_app.command("latency")
+def bench_latency(rounds: Annotated[int, typer.Option(help="Rounds per environment.")] = 4) -> None:
+    """Per-round time of 3 hospitals: simulation vs real deployment vs stock Flower."""
+    _quiet_environment()
+    _configure_logging(verbose=False)
+    from fedcare.simulations.benchmarks.round_latency import run_latency_benchmark
+
+    rows = run_latency_benchmark(rounds, progress=lambda text: console.print(text))
+    table = Table(title=f"Seconds per round, 3 sites, median of {rounds} rounds")
+    for column in ("environment", "median s/round", "each round (s)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.environment,
+            f"{row.median_round_s:.2f}",
+            " ".join(f"{t:.1f}" for t in row.round_times_s),
+        )
+    console.print(table)
+    deployed, stock = rows[1].median_round_s, rows[2].median_round_s
+    simulated = rows[0].median_round_s
+    console.print(
+        f"fedcare deployed / stock Flower: {deployed / stock:.2f}x; simulation {simulated:.2f} s"
+    )
+
+
 def _accountant(value: str) -> str:
     from fedcare.config import AccountantName
 

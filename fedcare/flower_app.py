@@ -17,7 +17,12 @@ SERVER_APP_REF = "fedcare.server.app:app"
 CLIENT_APP_REF = "fedcare.client.app:app"
 
 
-def write_flower_app(folder: Path, run_config: dict[str, Any]) -> Path:
+def write_flower_app(
+    folder: Path,
+    run_config: dict[str, Any],
+    serverapp: str = SERVER_APP_REF,
+    clientapp: str = CLIENT_APP_REF,
+) -> Path:
     """Write ``folder/pyproject.toml`` whose ``[tool.flwr.app.config]`` is ``run_config``."""
     lines = [
         "[project]",
@@ -28,8 +33,8 @@ def write_flower_app(folder: Path, run_config: dict[str, Any]) -> Path:
         'publisher = "fedcare"',
         "",
         "[tool.flwr.app.components]",
-        f'serverapp = "{SERVER_APP_REF}"',
-        f'clientapp = "{CLIENT_APP_REF}"',
+        f'serverapp = "{serverapp}"',
+        f'clientapp = "{clientapp}"',
         "",
         "[tool.flwr.app.config]",
         *(f"{json.dumps(key)} = {json.dumps(value)}" for key, value in sorted(run_config.items())),

@@ -1,3 +1,23 @@
-"""Privacy machinery (DP-SGD, privacy ledger, secure aggregation, keys); see issue #3."""
+"""Privacy machinery: DP-SGD with Opacus, the privacy ledger, budgets, accounting and PKI."""
 
-__all__: list[str] = []
+from fedcare.privacy.accounting import (
+    calibrate_noise_multiplier,
+    default_delta,
+    epsilon_from_events,
+    poisson_sample_rate,
+)
+from fedcare.privacy.errors import BudgetExceededError, LedgerCorruptError, PrivacyError
+from fedcare.privacy.events import PrivacyEvent
+from fedcare.privacy.ledger import PrivacyLedger
+
+__all__ = [
+    "BudgetExceededError",
+    "LedgerCorruptError",
+    "PrivacyError",
+    "PrivacyEvent",
+    "PrivacyLedger",
+    "calibrate_noise_multiplier",
+    "default_delta",
+    "epsilon_from_events",
+    "poisson_sample_rate",
+]

@@ -149,13 +149,27 @@ class Coordinator:
 
     def submit(self, config: RunConfig, min_sites: int) -> Path:
         """Submit a fedcare run (the same ServerApp as simulation); returns its run folder."""
-        self.address()
-        out = self.root / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        out = self.new_run_folder()
         run_config = config.to_run_config() | {
             OUT_DIR_KEY: str(out.resolve()),
             MIN_SITES_KEY: min_sites,
         }
-        app = write_flower_app(out / "app", run_config)
+        return self.submit_app(write_flower_app(out / "app", run_config))
+
+    def new_run_folder(self) -> Path:
+        """A fresh folder under ``runs/`` for the next run's app and results."""
+        out = self.root / "runs" / time.strftime("%Y%m%d-%H%M%S")
+        suffix = 1
+        while out.exists():
+            out = out.with_name(f"{out.name.split('.')[0]}.{suffix}")
+            suffix += 1
+        out.mkdir(parents=True)
+        return out
+
+    def submit_app(self, app: Path) -> Path:
+        """Submit the Flower App folder ``app`` with ``flwr run``; returns its run folder."""
+        self.address()
+        out = app.parent
         result = self.flwr("run", str(app), CONNECTION, "--format", "json")
         if result.returncode != 0:
             raise CoordinatorError(f"submitting the run failed: {_last_line(result)}")

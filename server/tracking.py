@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class RoundRecord:
     train_loss: dict[str, float] = field(default_factory=dict)
     epsilon: dict[str, float] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)  # site -> allow-listed reason
+    finished_at: float = field(default_factory=time.time)  # wall clock, for per-round timing
 
     @property
     def mean_accuracy(self) -> float:
@@ -55,6 +57,7 @@ class RoundRecord:
             "train_loss": dict(sorted(self.train_loss.items())),
             "epsilon": dict(sorted(self.epsilon.items())),
             "refused": dict(sorted(self.refused.items())),
+            "finished_at": self.finished_at,
         }
 
 
