@@ -89,14 +89,7 @@ def train(msg: Message, context: Context) -> Message:
     site = resolve_site(context)
     request = RoundRequest.from_record(msg.content.config_records[keys.CONFIG])
     global_arrays = msg.content.array_records[keys.ARRAYS]
-    try:
-        outcome = train_round(
-            request, site, global_arrays.to_torch_state_dict(), str(context.run_id)
-        )
-    except RoundRefused as refusal:
-        log.warning("site %s refused round %d: %s", site.name, request.server_round, refusal)
-        error = Error(code=keys.REFUSAL_CODES[refusal.reason], reason=refusal.reason)
-        return Message(error, reply_to=msg)
+    outcome = train_round(request, site, global_arrays.to_torch_state_dict(), str(context.run_id))
     return _reply(msg, site, outcome.metrics, ArrayRecord(outcome.state))
 
 
