@@ -100,6 +100,9 @@ def simulate(
         list[str] | None,
         typer.Option(help="A simulated site's own max ε, as SITE=EPS (repeatable)."),
     ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="DP: every simulated site's δ (default min(1e-5, 1/(2n))).")
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show Flower's and Ray's logs.")
     ] = False,
@@ -129,7 +132,9 @@ def simulate(
     from fedcare.simulations import simulate as run_simulation
 
     summary = _run_or_exit(
-        lambda: run_simulation(run_config, out_dir, on_round=_print_round, site_budgets=budgets)
+        lambda: run_simulation(
+            run_config, out_dir, on_round=_print_round, site_budgets=budgets, site_delta=delta
+        )
     )
     _print_summary(summary)
     console.print(f"run folder: {out_dir}   (summary.json, rounds.json, plots)")

@@ -21,9 +21,13 @@ SUMMARY_FILE = "summary.json"
 
 
 def site_policies(
-    config: RunConfig, scenario: Scenario, budgets: Mapping[str, float] | None
+    config: RunConfig,
+    scenario: Scenario,
+    budgets: Mapping[str, float] | None,
+    delta: float | None = None,
 ) -> dict[str, SitePolicy]:
-    """Each simulated site's own policy: its budget (default 10) and DP required iff ``--dp``."""
+    """Each simulated site's own policy: its budget (default 10), its δ (default
+    ``min(1e-5, 1/(2n))``) and DP required iff ``--dp``."""
     budgets = dict(budgets or {})
     unknown = sorted(set(budgets) - {s.name for s in scenario.sites})
     if unknown:
@@ -31,7 +35,7 @@ def site_policies(
         raise ConfigError(f"site budget for unknown site(s) {', '.join(unknown)}; sites: {names}")
     return {
         s.name: SitePolicy(
-            max_epsilon=budgets.get(s.name, DEFAULT_MAX_EPSILON), require_dp=config.dp
+            max_epsilon=budgets.get(s.name, DEFAULT_MAX_EPSILON), delta=delta, require_dp=config.dp
         )
         for s in scenario.sites
     }
@@ -42,11 +46,12 @@ def simulate(
     out_dir: Path,
     on_round: Callable[[RoundRecord, int], None] | None = None,
     site_budgets: Mapping[str, float] | None = None,
+    site_delta: float | None = None,
 ) -> dict[str, Any]:
     """Run the federation and its baselines; write the run folder; return the summary."""
     scenario = get_scenario(config.scenario, config.task)
     sites = load_sites(config, scenario)
-    policies = site_policies(config, scenario, site_budgets)
+    policies = site_policies(config, scenario, site_budgets, site_delta)
     rounds = run_federation(config, scenario, out_dir, policies, on_round=on_round)
     task = get_task(config.task)
     summary = build_summary(

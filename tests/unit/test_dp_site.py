@@ -135,3 +135,25 @@ def test_torn_ledger_stops_training_with_a_clear_error(
     assert reply.has_error() and reply.error.reason == "ledger-refused"
     assert "privacy ledger refused: its last line is incomplete" in caplog.text
     assert ledger.path.read_bytes() == torn  # nothing trained, nothing appended
+
+
+def test_site_delta_policy_is_used_and_default_is_below_one_over_2n(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    strict = site_context("va", site_paths["va"], tmp_path / "strict", **{"delta": 1e-7})
+    default = site_context("va", site_paths["va"], tmp_path / "default")
+    assert not app(train_message(DP, 1), strict).has_error()
+    assert not app(train_message(DP, 1), default).has_error()
+    assert PrivacyLedger(tmp_path / "strict").read()[0].delta == 1e-7
+    assert PrivacyLedger(tmp_path / "default").read()[0].delta == min(1e-5, 1 / (2 * 85))
+
+
+def test_simulated_site_policies_take_budgets_and_delta() -> None:
+    from fedcare.simulations.scenarios import get_scenario
+    from fedcare.simulations.simulate import site_policies
+
+    policies = site_policies(DP, get_scenario("heart-disease"), {"va": 0.5}, delta=1e-6)
+    assert policies["va"].max_epsilon == 0.5 and policies["cleveland"].max_epsilon == 10.0
+    assert all(p.delta == 1e-6 and p.require_dp for p in policies.values())
+    with pytest.raises(Exception, match="unknown site"):
+        site_policies(DP, get_scenario("heart-disease"), {"mars": 1.0})
