@@ -10,9 +10,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    MetricRecordValues,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from fedcare import messages as keys
@@ -38,7 +48,7 @@ def _reply(
         raise RuntimeError(f"metric(s) {sorted(unexpected)} are not on the site's allow-list")
     content = RecordDict(
         {
-            keys.METRICS: MetricRecord(metrics),
+            keys.METRICS: MetricRecord(cast(dict[str, MetricRecordValues], metrics)),
             keys.SITE: ConfigRecord({keys.SITE_NAME: site.name}),
         }
     )

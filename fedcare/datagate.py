@@ -115,6 +115,7 @@ def read_site_table(path: Path, schema: TableSchema) -> np.ndarray:
     """The declared columns of ``path`` as floats (NaN = missing), or :class:`DataError`."""
     if not path.is_file():
         raise DataError(f"{path}: data file not found; check the site's data path")
+    header: list[str] | None
     if path.suffix.lower() == ".parquet":
         header, rows = _read_parquet_rows(path)
     else:

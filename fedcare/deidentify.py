@@ -8,7 +8,7 @@ identifier column is caught by what it holds. The guard reports every offending 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # (column-name words, what they are): a word matches between underscores of the normalised name.
 _NAME_WORDS: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -79,7 +79,7 @@ def identifier_by_values(values: Sequence[str]) -> str | None:
     return None
 
 
-def find_identifiers(columns: dict[str, Sequence[str]], numeric_columns: set[str]) -> list[str]:
+def find_identifiers(columns: Mapping[str, Sequence[str]], numeric_columns: set[str]) -> list[str]:
     """One problem per identifier-like column (name first, then values).
 
     ``numeric_columns`` are declared numeric by the task; their values are not pattern-checked

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context
+from flwr.app import ConfigRecord, ConfigRecordValues, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedcare import messages as keys
@@ -56,7 +56,7 @@ class ServerSettings:
         )
 
 
-def request_config(run: RunConfig) -> dict[str, str | int | float]:
+def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:
     """What every site needs to train or evaluate this run's model."""
     return {
         keys.TASK: run.task,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypedDict, cast
 
 import numpy as np
-from flwr.app import MetricRecord, RecordDict
+from flwr.app import MetricRecord, MetricRecordValues, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi, Strategy
 
 from fedcare import messages as keys
@@ -29,12 +31,25 @@ def mean_over_sites(records: list[RecordDict], weighted_by_key: str) -> MetricRe
         finite = [v for v in values if not math.isnan(v)]
         if finite:
             means[name] = float(np.mean(finite))
-    return MetricRecord(means)
+    return MetricRecord(cast(dict[str, MetricRecordValues], means))
+
+
+class _CommonOptions(TypedDict):
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+    weighted_by_key: str
+    arrayrecord_key: str
+    configrecord_key: str
+    train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
+    evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
 
 
 def build_strategy(config: RunConfig, min_sites: int) -> Strategy:
     """The Flower strategy named by ``config.strategy``, waiting for ``min_sites`` sites."""
-    common = {
+    common: _CommonOptions = {
         "fraction_train": 1.0,
         "fraction_evaluate": 1.0,
         "min_train_nodes": min_sites,

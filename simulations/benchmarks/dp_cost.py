@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +119,9 @@ def run_dp_benchmark(
             torch.set_num_threads(threads)
             for work in workloads(clinical_path, synthetic_rows):
                 progress(f"{work.name}, {threads} thread(s)")
-                actions: dict[str, Callable[[], None]] = {"plain": lambda w=work: _plain_epoch(w)}
+                actions: dict[str, Callable[[], None]] = {"plain": partial(_plain_epoch, work)}
                 for mode, loading in variants:
-                    actions[f"dp {mode}/{loading}"] = lambda w=work, m=mode, lo=loading: _dp_epoch(
-                        w, m, lo
-                    )
+                    actions[f"dp {mode}/{loading}"] = partial(_dp_epoch, work, mode, loading)
                 for action in actions.values():  # warm-up: imports, allocator, first privatisation
                     action()
                 samples: dict[str, list[float]] = {name: [] for name in actions}

@@ -22,8 +22,8 @@ client = ClientApp()
 
 @server.main()
 def _server(grid: Grid, context: Context) -> None:
-    sites = int(context.run_config["min-sites"])  # type: ignore[arg-type]
-    rounds = int(context.run_config["rounds"])  # type: ignore[arg-type]
+    sites = int(context.run_config["min-sites"])
+    rounds = int(context.run_config["rounds"])
     out = Path(str(context.run_config["out-dir"]))
     times: list[float] = [time.time()]
 
