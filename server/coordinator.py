@@ -31,6 +31,8 @@ from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE
 
 CONNECTION = "fedcare"
 START_TIMEOUT_S = 60.0
+STATUS_EVERY_S = 5.0
+RUN_FILE = "run.json"
 
 
 class CoordinatorError(FedcareError):
@@ -171,16 +173,31 @@ class Coordinator:
         self.address()
         out = app.parent
         result = self.flwr("run", str(app), CONNECTION, "--format", "json")
-        if result.returncode != 0:
-            raise CoordinatorError(f"submitting the run failed: {_last_line(result)}")
+        try:
+            run_id = str(json.loads(result.stdout)["run-id"])
+        except (ValueError, KeyError):
+            raise CoordinatorError(f"submitting the run failed: {_last_line(result)}") from None
+        write_json_atomic(out / RUN_FILE, {"run_id": run_id})
         return out
+
+    def run_status(self, out: Path) -> tuple[str, str]:
+        """Flower's status of the run in ``out`` (e.g. ``running``, ``finished:failed``)."""
+        run_id = json.loads((out / RUN_FILE).read_text())["run_id"]
+        result = self.flwr("ls", CONNECTION, "--format", "json")
+        runs = json.loads(result.stdout).get("runs", []) if result.returncode == 0 else []
+        for run in runs:
+            if str(run.get("run-id")) == run_id:
+                return str(run.get("status", "")), str(run.get("status-details", ""))
+        return "unknown", ""
 
     def follow(
         self, out: Path, rounds: int, on_round: Callable[[dict[str, Any]], None], timeout_s: float
     ) -> list[dict[str, Any]]:
-        """Wait for the run's rounds (0..rounds) to appear, reporting each once."""
+        """Wait for the run's rounds (0..rounds), reporting each once; fail fast if the run
+        ends early (a ServerApp error) or ``timeout_s`` passes."""
         seen = 0
         deadline = time.monotonic() + timeout_s
+        next_status_check = time.monotonic() + STATUS_EVERY_S
         records: list[dict[str, Any]] = []
         while seen < rounds + 1:
             if time.monotonic() > deadline:
@@ -192,6 +209,15 @@ class Coordinator:
             for record in records[seen:]:
                 on_round(record)
             seen = len(records)
+            if seen < rounds + 1 and time.monotonic() > next_status_check:
+                next_status_check = time.monotonic() + STATUS_EVERY_S
+                status, details = self.run_status(out)
+                final = json.loads(path.read_text()) if path.exists() else []
+                if status.startswith("finished") and len(final) < rounds + 1:
+                    raise CoordinatorError(
+                        f"run {out.name} ended as {status} ({details}) after round {seen - 1}; "
+                        f"see 'flwr log' or {self.log_file}"
+                    )
             time.sleep(0.5)
         return records
 

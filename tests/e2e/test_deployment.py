@@ -177,3 +177,16 @@ def test_plaintext_connections_are_refused(federation: dict[str, Any], tmp_path:
     assert node.returncode != 0
     status = fedcare("coordinator", "status", "--dir", str(federation["coord"]))
     assert status.stdout.count(": online") == 3  # still only the three authenticated sites
+
+
+def test_a_failing_serverapp_is_reported_not_waited_for(federation: dict[str, Any]) -> None:
+    from fedcare.errors import FedcareError
+    from fedcare.flower_app import write_flower_app
+    from fedcare.server.coordinator import Coordinator
+
+    coordinator = Coordinator(federation["coord"])
+    out = coordinator.new_run_folder()
+    bad = {"rounds": 0, "out-dir": str(out), "min-sites": 3}  # refused by the ServerApp itself
+    coordinator.submit_app(write_flower_app(out / "app", bad))
+    with pytest.raises(FedcareError, match=r"ended as finished:failed"):
+        coordinator.follow(out, rounds=2, on_round=lambda _: None, timeout_s=240)
