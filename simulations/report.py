@@ -138,12 +138,22 @@ def write_plots(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, 
 
 def _plot_epsilon(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
     fig, ax = _figure(7)
+    spent = [e for r in rounds for e in r.get("epsilon", {}).values()]
+    top = max(spent, default=0.0)
+    off_scale = []
     for name in sorted(summary["sites"]):
         points = [(r["round"], r["epsilon"][name]) for r in rounds if name in r.get("epsilon", {})]
         if points:
             ax.plot(*zip(*points, strict=True), marker=".", label=name)
         budget = summary["privacy"]["sites"][name]["max_epsilon"]
-        ax.axhline(budget, linestyle=":", linewidth=1, color="grey")
+        if budget <= 3 * max(top, 1e-9):  # a far-away budget line would flatten the curves
+            ax.axhline(budget, linestyle=":", linewidth=1, color="grey")
+        else:
+            off_scale.append(f"{name} {budget:g}")
+    if off_scale:
+        ax.text(0.01, 0.98, "budgets off scale: " + ", ".join(off_scale), transform=ax.transAxes,
+                va="top", fontsize=8, color="grey")  # fmt: skip
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(xlabel="round", ylabel="cumulative ε (site ledger)", title="privacy spent per site")
     ax.grid(alpha=0.3)
     ax.legend()
