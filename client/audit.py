@@ -71,6 +71,20 @@ def describe(reply: Message) -> dict[str, Any]:
     }
 
 
+def refusal_entry(state_dir: Path, run_id: str, fab_hash: str) -> None:
+    """Record that the site refused to run an unapproved app bundle: nothing was sent."""
+    audit_log(state_dir).append(
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run_id": run_id,
+            "round": None,
+            "message_type": None,
+            "kind": "refused-app",
+            "fab_hash": fab_hash,
+        }
+    )
+
+
 def _json_float(value: float) -> float | str:
     return value if np.isfinite(value) else str(value)  # NaN/inf as text: strict JSON
 

@@ -10,12 +10,14 @@ unreachable).
 from __future__ import annotations
 
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
+from fedcare.client.executor import fedcare_fab_hash
 from fedcare.client.policy import SitePolicy
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.processes import Daemon, flower_environment, free_port
@@ -43,6 +45,10 @@ class SiteDaemon:
     def log_file(self) -> Path:
         return self.state_dir / "logs" / "supernode.log"
 
+    @property
+    def executor(self) -> Daemon:
+        return Daemon(self.state_dir / "executor.pid")
+
     def start(
         self,
         name: str,
@@ -53,6 +59,7 @@ class SiteDaemon:
         policy: SitePolicy,
         task: str = "heart-disease",
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        approved_apps: tuple[str, ...] = (),
     ) -> int:
         """Check key, CA and data, start the SuperNode, wait until it is authenticated."""
         if not key.is_file():
@@ -92,13 +99,21 @@ class SiteDaemon:
                 f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in node_config.items()
             ),
             "--port", str(port),
+            "--isolation", "process",  # ClientApps run only through the site's executor
         ]  # fmt: skip
         self.state_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        pid = self.daemon.start(
-            argv, self.log_file, flower_environment(self.state_dir / "flwr-home"), port
-        )
+        environment = flower_environment(self.state_dir / "flwr-home")
+        approved = (fedcare_fab_hash(), *approved_apps)
+        pid = self.daemon.start(argv, self.log_file, environment, port)
         self._wait_connected(coordinator, offset, connect_timeout_s)
+        executor_argv = [
+            sys.executable, "-m", "fedcare.client.executor",
+            "--runtime-api-address", f"127.0.0.1:{port}", "--state", str(self.state_dir.resolve()),
+            *(arg for app in approved for arg in ("--approve", app)),
+        ]  # fmt: skip
+        log = self.state_dir / "logs" / "executor.log"
+        self.executor.start(executor_argv, log, environment, port)
         return pid
 
     def _wait_connected(self, coordinator: str, offset: int, timeout_s: float) -> None:
@@ -117,6 +132,7 @@ class SiteDaemon:
             time.sleep(0.3)
 
     def stop(self) -> None:
+        self.executor.stop()
         self.daemon.stop()
 
 

@@ -295,6 +295,8 @@ def site_audit(
             arrays = ", ".join(f"{a['name']}{tuple(a['shape'])}" for a in entry.get("arrays", []))
             metrics = {k: v for m in entry.get("metrics", {}).values() for k, v in m.items()}
             sent = entry.get("error") or {"arrays": arrays, "metrics": metrics}
+            if entry["kind"] == "refused-app":
+                sent = f"refused unapproved app bundle {entry['fab_hash']} (nothing sent)"
             where = f"run {entry['run_id']} round {entry['round']} {entry['message_type']}"
             console.print(f"{entry['time']} {where}: {sent}")
     console.print(f"{log.path}: {len(entries)} entries, hash chain verified")

@@ -56,6 +56,11 @@ class ServerSettings:
         )
 
 
+def default_runtime_config() -> dict[str, str | int]:
+    """Runtime keys' defaults in the Flower App; each run overrides them (``--run-config``)."""
+    return {OUT_DIR_KEY: "fedcare-out", MIN_SITES_KEY: 2}
+
+
 def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:
     """What every site needs to train or evaluate this run's model."""
     return {

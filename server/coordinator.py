@@ -27,7 +27,7 @@ from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
 from fedcare.privacy.pki import CA_CERT, REGISTRY, SERVER_CERT, SERVER_KEY, read_registry
 from fedcare.processes import Daemon, flower_environment, free_port
-from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE
+from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, default_runtime_config
 
 CONNECTION = "fedcare"
 START_TIMEOUT_S = 60.0
@@ -152,11 +152,15 @@ class Coordinator:
     def submit(self, config: RunConfig, min_sites: int) -> Path:
         """Submit a fedcare run (the same ServerApp as simulation); returns its run folder."""
         out = self.new_run_folder()
-        run_config = config.to_run_config() | {
+        # The FAB holds defaults only, so its hash is the same for every run of this fedcare
+        # version (sites approve it); this run's settings travel as run-config overrides.
+        defaults = RunConfig().to_run_config() | default_runtime_config()
+        app = write_flower_app(out / "app", defaults)
+        overrides = config.to_run_config() | {
             OUT_DIR_KEY: str(out.resolve()),
             MIN_SITES_KEY: min_sites,
         }
-        return self.submit_app(write_flower_app(out / "app", run_config))
+        return self.submit_app(app, overrides)
 
     def new_run_folder(self) -> Path:
         """A fresh folder under ``runs/`` for the next run's app and results."""
@@ -168,11 +172,14 @@ class Coordinator:
         out.mkdir(parents=True)
         return out
 
-    def submit_app(self, app: Path) -> Path:
+    def submit_app(self, app: Path, overrides: dict[str, Any] | None = None) -> Path:
         """Submit the Flower App folder ``app`` with ``flwr run``; returns its run folder."""
         self.address()
         out = app.parent
-        result = self.flwr("run", str(app), CONNECTION, "--format", "json")
+        args = ["run", str(app), CONNECTION, "--format", "json"]
+        if overrides:
+            args += ["--run-config", " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())]
+        result = self.flwr(*args)
         try:
             run_id = str(json.loads(result.stdout)["run-id"])
         except (ValueError, KeyError):

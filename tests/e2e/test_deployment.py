@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,43 @@ def test_a_failing_serverapp_is_reported_not_waited_for(federation: dict[str, An
     coordinator.submit_app(write_flower_app(out / "app", bad))
     with pytest.raises(FedcareError, match=r"ended as finished:failed"):
         coordinator.follow(out, rounds=2, on_round=lambda _: None, timeout_s=240)
+
+
+def test_an_unapproved_app_is_refused_by_every_site(federation: dict[str, Any]) -> None:
+    """A run whose app bundle the sites did not approve (here: a stock Flower app that would
+    run other code) is never launched at any site; each site records the refusal."""
+    from fedcare.flower_app import write_flower_app
+    from fedcare.server.coordinator import Coordinator
+
+    coordinator = Coordinator(federation["coord"])
+    out = coordinator.new_run_folder()
+    stock = "fedcare.simulations.benchmarks.stock_app"
+    config = {"rounds": 1, "min-sites": 3, "out-dir": str(out)}
+    coordinator.submit_app(
+        write_flower_app(out / "app", config, f"{stock}:server", f"{stock}:client")
+    )
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    try:
+        deadline = time.monotonic() + 120
+        refused: dict[str, list[dict[str, Any]]] = {}
+        while time.monotonic() < deadline and len(refused) < len(SITES):
+            for site in SITES:
+                log = federation["root"] / site / "audit-log.jsonl"
+                entries = [json.loads(line) for line in log.read_text().splitlines()]
+                hits = [e for e in entries if e["kind"] == "refused-app" and e["run_id"] == run_id]
+                if hits:
+                    refused[site] = hits
+            time.sleep(1)
+        assert set(refused) == set(SITES)
+        for site in SITES:
+            state = federation["root"] / site
+            assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
+            sent = [
+                json.loads(line)
+                for line in (state / "audit-log.jsonl").read_text().splitlines()
+                if json.loads(line)["run_id"] == run_id
+                and json.loads(line)["kind"] != "refused-app"
+            ]
+            assert sent == []  # nothing was sent for the unapproved run
+    finally:
+        coordinator.flwr("stop", run_id, "fedcare")
