@@ -316,6 +316,12 @@ def site_start(
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the coordinator.")
     ] = 60.0,
+    approve_app: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also run this app bundle (FAB sha256); fedcare's own is always approved."
+        ),
+    ] = None,
 ) -> None:
     """Start this hospital's site daemon (a Flower SuperNode) in the background."""
     _quiet_environment()
@@ -325,13 +331,28 @@ def site_start(
     def start() -> int:
         policy = SitePolicy(max_epsilon=max_epsilon, delta=delta, require_dp=not allow_non_dp)
         return SiteDaemon(state).start(
-            name, data, key, ca, coordinator, policy, connect_timeout_s=connect_timeout
+            name,
+            data,
+            key,
+            ca,
+            coordinator,
+            policy,
+            connect_timeout_s=connect_timeout,
+            approved_apps=tuple(approve_app or ()),
         )
 
     pid = _run_or_exit(start)
     console.print(
         f"site {name}: connected to {coordinator} (pid {pid}; log {state}/logs/supernode.log)"
     )
+
+
+@site_app.command("app-hash")
+def site_app_hash() -> None:
+    """The app bundle (FAB) hash of the installed fedcare version: what a site runs by default."""
+    from fedcare.client.executor import fedcare_fab_hash
+
+    console.print(fedcare_fab_hash())
 
 
 @site_app.command("stop")
