@@ -32,24 +32,29 @@ log = logging.getLogger("fedcare.site.executor")
 POLL_INTERVAL_S = 0.2
 
 
-def fedcare_fab_hash() -> str:
-    """The hash of the FAB that this installed fedcare version submits (built locally)."""
-    from fedcare.config import RunConfig
-    from fedcare.flower_app import write_flower_app
+def fab_hash(app: Path) -> str:
+    """sha256 of the FAB that ``flwr build`` (as ``flwr run``) makes from the app folder ``app``."""
     from fedcare.processes import flower_environment
-    from fedcare.server.app import default_runtime_config
 
     with tempfile.TemporaryDirectory(prefix="fedcare-fab-") as tmp:
-        app = write_flower_app(
-            Path(tmp) / "app", RunConfig().to_run_config() | default_runtime_config()
-        )
         environment = flower_environment(Path(tmp) / "home")
         subprocess.run(
-            ["flwr", "build", "--app", str(app)], cwd=tmp, env=environment,
+            ["flwr", "build", "--app", str(app.resolve())], cwd=tmp, env=environment,
             capture_output=True, check=True, timeout=120,
         )  # fmt: skip
         (fab,) = Path(tmp).glob("*.fab")
         return hashlib.sha256(fab.read_bytes()).hexdigest()
+
+
+def fedcare_fab_hash() -> str:
+    """The hash of the FAB that this installed fedcare version submits for every run."""
+    from fedcare.config import RunConfig
+    from fedcare.flower_app import write_flower_app
+    from fedcare.server.app import default_runtime_config
+
+    with tempfile.TemporaryDirectory(prefix="fedcare-app-") as tmp:
+        defaults = RunConfig().to_run_config() | default_runtime_config()
+        return fab_hash(write_flower_app(Path(tmp) / "app", defaults))
 
 
 def run_executor(runtime_api_address: str, approved: set[str], state_dir: Path) -> None:

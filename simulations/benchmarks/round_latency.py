@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcare.client.daemon import SiteDaemon
+from fedcare.client.executor import fab_hash
 from fedcare.client.policy import SitePolicy
 from fedcare.config import RunConfig, StrategyName
 from fedcare.flower_app import write_flower_app
@@ -71,11 +72,16 @@ def run_latency_benchmark(
             keys = {site: add_site(coord.root, site) for site in SITES}
             progress("deployment: starting SuperLink and 3 SuperNodes over TLS ...")
             address = coord.start()
+            stock = coord.new_run_folder()
+            run_config = {"rounds": rounds, "min-sites": len(SITES), "out-dir": str(stock)}
+            stock_app = write_flower_app(stock / "app", run_config, STOCK_SERVER, STOCK_CLIENT)
+            approved = (fab_hash(stock_app),)  # the sites approve the stock bundle for this test
             for site in SITES:
                 daemon = SiteDaemon(root / "sites" / site)
                 daemon.start(
                     site, data / f"processed.{site}.data", keys[site].private_key,
                     coord.root / "ca.crt", address, SitePolicy(require_dp=False),
+                    approved_apps=approved,
                 )  # fmt: skip
                 daemons.append(daemon)
             progress("deployment: fedcare run ...")
@@ -85,11 +91,7 @@ def run_latency_benchmark(
                 _row("fedcare deployed (3 SuperNodes, TLS)", [r["finished_at"] for r in records])
             )
             progress("deployment: stock Flower app (FedAvg, empty ClientApp) ...")
-            stock = coord.new_run_folder()
-            run_config = {"rounds": rounds, "min-sites": len(SITES), "out-dir": str(stock)}
-            coord.submit_app(
-                write_flower_app(stock / "app", run_config, STOCK_SERVER, STOCK_CLIENT)
-            )
+            coord.submit_app(stock_app)
             times = _wait_for_stock(stock, rounds)
             rows.append(_row("stock Flower deployed (same SuperNodes)", times))
         finally:
