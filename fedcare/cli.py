@@ -223,15 +223,19 @@ def privacy_report(
     delta: Annotated[float | None, typer.Option(help="δ (default: the ledger's).")] = None,
 ) -> None:
     """Print a site's privacy ledger and the ε it adds up to."""
-    from fedcare.config import AccountantName
+    from fedcare.config import AccountantName, parse_choice
     from fedcare.privacy.accounting import epsilon_from_events
     from fedcare.privacy.ledger import PrivacyLedger
 
-    if not state.is_dir():
-        _run_or_exit(lambda: _raise(ConfigError(f"{state}: state folder not found")))
-    events = _run_or_exit(PrivacyLedger(state).read)
-    name = _run_or_exit(lambda: _accountant(accountant))
-    table = Table(title=f"Privacy ledger: {PrivacyLedger(state).path}")
+    def read() -> tuple[Any, AccountantName]:
+        if not state.is_dir():
+            raise ConfigError(f"{state}: state folder not found")
+        name = parse_choice(AccountantName, "--accountant", accountant)
+        return PrivacyLedger(state).read(), name
+
+    ledger = PrivacyLedger(state)
+    events, name = _run_or_exit(read)
+    table = Table(title=f"Privacy ledger: {ledger.path}")
     for column in ("#", "run", "round", "kind", "σ", "sample rate", "steps", "δ", "clip", "time"):
         table.add_column(
             column, justify="right" if column not in ("run", "kind", "time") else "left"
@@ -243,7 +247,7 @@ def privacy_report(
         )  # fmt: skip
     console.print(table)
     at = delta if delta is not None else max((e.delta for e in events), default=1e-5)
-    spent = epsilon_from_events(events, at, AccountantName(name))
+    spent = epsilon_from_events(events, at, name)
     runs = len({e.run_id for e in events})
     console.print(
         f"{len(events)} event(s) over {runs} run(s); cumulative ε = {spent:.4f} at δ = {at:g} "
@@ -560,19 +564,6 @@ def bench_latency(rounds: Annotated[int, typer.Option(help="Rounds per environme
     console.print(
         f"fedcare deployed / stock Flower: {deployed / stock:.2f}x; simulation {simulated:.2f} s"
     )
-
-
-def _accountant(value: str) -> str:
-    from fedcare.config import AccountantName
-
-    try:
-        return str(AccountantName(value))
-    except ValueError:
-        raise ConfigError(f"--accountant {value!r}: choose rdp or prv") from None
-
-
-def _raise(error: Exception) -> None:
-    raise error
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fedcare.errors import ConfigError
 from fedcare.tasks import ModelName, get_task
@@ -75,7 +75,7 @@ class RunConfig:
             ("weighting", Weighting),
             ("accountant", AccountantName),
         ):
-            object.__setattr__(self, name, _as_enum(enum, name, getattr(self, name)))
+            object.__setattr__(self, name, parse_choice(enum, name, getattr(self, name)))
         get_task(self.task)
         _require(self.rounds, "rounds", 1, 10_000)
         _require(self.local_epochs, "local-epochs", 1, 1_000)
@@ -173,7 +173,11 @@ def _plain(value: Any) -> str | int | float:
     return str(value) if isinstance(value, StrEnum) else value
 
 
-def _as_enum(enum: type[StrEnum], name: str, value: Any) -> StrEnum:
+E = TypeVar("E", bound=StrEnum)
+
+
+def parse_choice(enum: type[E], name: str, value: Any) -> E:
+    """``value`` as a member of ``enum``, or a one-line error listing the allowed values."""
     try:
         return enum(value)
     except ValueError:

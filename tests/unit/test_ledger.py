@@ -77,3 +77,30 @@ def test_crash_between_ledger_and_head_counts_the_extra_event(ledger: PrivacyLed
 
 def test_ledger_file_names() -> None:
     assert LEDGER_FILE.endswith(".jsonl") and HEAD_FILE.endswith(".json")
+
+
+def test_privacy_report_prints_the_ledger_and_its_epsilon(ledger: PrivacyLedger) -> None:
+    import subprocess
+    import sys
+
+    def report(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "fedcare",
+            "privacy",
+            "report",
+            "--state",
+            str(ledger.state_dir),
+        ]
+        return subprocess.run([*command, *extra], capture_output=True, text=True, timeout=120)
+
+    result = report()
+    assert result.returncode == 0, result.stderr
+    assert (
+        "3 event(s) over 1 run(s); cumulative ε =" in result.stdout
+        and "rdp accountant" in result.stdout
+    )
+    refused = report("--accountant", "exact")
+    assert refused.returncode == 2
+    assert "--accountant: unknown value 'exact'; choose one of: rdp, prv" in refused.stderr
