@@ -19,6 +19,7 @@ from cryptography import x509
 
 from fedcare.client.executor import fedcare_fab_hash
 from fedcare.client.policy import SitePolicy
+from fedcare.client.site import SiteIdentity
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.processes import Daemon, flower_environment, free_port
 from fedcare.tasks import get_task
@@ -76,14 +77,7 @@ class SiteDaemon:
         get_task(task).load_site(name, data)  # the data gate: refuses before anything connects
         if self.daemon.alive():
             raise SiteError(f"{self.state_dir}: site daemon already running")
-        node_config = {
-            "site-name": name,
-            "data-path": str(data.resolve()),
-            "state-dir": str(self.state_dir.resolve()),
-            "max-epsilon": policy.max_epsilon,
-            "delta": policy.delta or 0.0,
-            "require-dp": str(policy.require_dp).lower(),
-        }
+        node_config = SiteIdentity(name, data, self.state_dir, policy).to_node_config()
         for field, value in node_config.items():
             if isinstance(value, str) and not _SAFE_VALUE.match(value):
                 raise ConfigError(

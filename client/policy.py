@@ -31,6 +31,14 @@ class SitePolicy:
         if math.isnan(self.max_epsilon):
             raise ConfigError("site policy: max-epsilon must be a number")
 
+    def to_mapping(self) -> dict[str, float | str]:
+        """The node-config form read back by :meth:`from_mapping` (0 = default δ)."""
+        return {
+            "max-epsilon": self.max_epsilon,
+            "delta": self.delta or 0.0,
+            "require-dp": str(self.require_dp).lower(),
+        }
+
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SitePolicy:
         """From node config / scenario keys ``max-epsilon``, ``delta``, ``require-dp``."""

@@ -36,6 +36,14 @@ class SiteIdentity:
     state_dir: Path
     policy: SitePolicy
 
+    def to_node_config(self) -> dict[str, float | str]:
+        """The node config a SuperNode (or a simulated one) passes to the ClientApp."""
+        return {
+            SITE_NAME_KEY: self.name,
+            DATA_PATH_KEY: str(self.data_path.resolve()),
+            STATE_DIR_KEY: str(self.state_dir.resolve()),
+        } | self.policy.to_mapping()
+
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SiteIdentity:
         name = str(values[SITE_NAME_KEY])

@@ -64,7 +64,7 @@ def _is_number(text: str) -> bool:
 
 
 def _read_text_rows(
-    path: Path, expected_columns: int
+    path: Path,
 ) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
     try:
         text = path.read_bytes().decode("utf-8")
@@ -119,7 +119,7 @@ def read_site_table(path: Path, schema: TableSchema) -> np.ndarray:
     if path.suffix.lower() == ".parquet":
         header, rows = _read_parquet_rows(path)
     else:
-        header, rows = _read_text_rows(path, len(schema.columns))
+        header, rows = _read_text_rows(path)
     problems: list[str] = []
     if header is None:  # the UCI layout: no header, the schema's columns in order
         positions = {c.name: i for i, c in enumerate(schema.columns)}

@@ -51,14 +51,23 @@ class Daemon:
 
     pid_file: Path
 
-    def start(self, argv: list[str], log_file: Path, env: dict[str, str], port: int) -> int:
+    def start(
+        self,
+        argv: list[str],
+        log_file: Path,
+        env: dict[str, str],
+        port: int,
+        host: str = "127.0.0.1",
+    ) -> int:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as log:
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env, start_new_session=True,
             )  # fmt: skip
-        write_json_atomic(self.pid_file, {"pid": process.pid, "port": port, "argv": argv})
+        write_json_atomic(
+            self.pid_file, {"pid": process.pid, "host": host, "port": port, "argv": argv}
+        )
         return process.pid
 
     def info(self) -> dict[str, object] | None:

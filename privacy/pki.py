@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -165,8 +166,6 @@ def add_site(folder: Path, name: str, force: bool = False) -> SiteKeys:
 
 def read_registry(folder: Path) -> dict[str, dict[str, str]]:
     """The coordinator's registered sites: name -> public key path."""
-    import json
-
     path = folder / REGISTRY
     if not path.exists():
         return {}

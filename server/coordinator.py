@@ -91,9 +91,7 @@ class Coordinator:
             "--host", host, "--port", str(port),
             "--database", str(self.root / "superlink.db"),
         ]  # fmt: skip
-        self.daemon.start(argv, self.log_file, flower_environment(self.flwr_home), port)
-        info = self.daemon.info() or {}
-        write_json_atomic(self.daemon.pid_file, info | {"host": host})
+        self.daemon.start(argv, self.log_file, flower_environment(self.flwr_home), port, host)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _accepts(host, port):
             if not self.daemon.alive() or time.monotonic() > deadline:

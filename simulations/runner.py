@@ -23,7 +23,7 @@ from flwr.supercore.telemetry import EventType
 
 from fedcare.client.app import app as client_app
 from fedcare.client.policy import SitePolicy
-from fedcare.client.site import DATA_PATH_KEY, SITE_NAME_KEY, STATE_DIR_KEY
+from fedcare.client.site import SiteIdentity
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
@@ -52,14 +52,9 @@ def simulation_run_config(
 ) -> dict[str, Any]:
     """The flat Flower run config of one simulated run, with each site's node settings."""
     sites = [
-        {
-            SITE_NAME_KEY: s.name,
-            DATA_PATH_KEY: str(s.path.resolve()),
-            STATE_DIR_KEY: str(site_state_dir(out_dir, s.name)),
-            "max-epsilon": policies[s.name].max_epsilon,
-            "delta": policies[s.name].delta or 0.0,
-            "require-dp": str(policies[s.name].require_dp).lower(),
-        }
+        SiteIdentity(
+            s.name, s.path, site_state_dir(out_dir, s.name), policies[s.name]
+        ).to_node_config()
         for s in scenario.sites
     ]
     return config.to_run_config() | {

@@ -20,10 +20,6 @@ from fedcare.datagate import ColumnRule, TableSchema, read_site_table
 from fedcare.errors import DataError
 from fedcare.tasks.base import FloatArray, ModelName, SiteData
 
-RAW_COLUMNS: tuple[str, ...] = (
-    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
-)  # fmt: skip
 DROPPED_COLUMNS: tuple[str, ...] = ("slope", "ca", "thal")
 NUMERIC_FEATURES: tuple[str, ...] = (
     "age", "sex", "trestbps", "chol", "fbs", "thalach", "exang", "oldpeak",
@@ -61,6 +57,7 @@ SCHEMA = TableSchema(
     label="num",
     min_rows=10,
 )
+RAW_COLUMNS: tuple[str, ...] = SCHEMA.names  # the UCI files' 14 columns, in file order
 
 
 def read_raw(path: Path) -> np.ndarray:

@@ -9,6 +9,7 @@ import itertools
 import json
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +103,6 @@ def run_latency_benchmark(
 
 
 def _wait_for_stock(out: Path, rounds: int, timeout_s: float = 600) -> list[float]:
-    import time
-
     deadline = time.monotonic() + timeout_s
     path = out / "stock_rounds.json"
     while time.monotonic() < deadline:
