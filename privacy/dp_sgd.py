@@ -128,8 +128,12 @@ def train_dp_sgd(
                     total += float(loss.detach()) * batch_x.shape[0]
                     seen += batch_x.shape[0]
                     loss.backward()
-                else:  # an empty Poisson batch still releases a noisy step
-                    private_model(batch_x).sum().backward()
+                else:  # an empty Poisson batch still releases a noisy step: no per-sample
+                    # gradients (some grad-sample modes refuse a batch of 0), noise only
+                    for parameter in model.parameters():
+                        if parameter.requires_grad:
+                            parameter.grad_sample = torch.zeros((0, *parameter.shape))
+                            parameter.grad = torch.zeros_like(parameter)  # ghost clipping
                 dp_optimizer.step()
                 steps += 1
     finally:

@@ -13,7 +13,7 @@ import torch
 from fedcare.client.app import app
 from fedcare.config import RunConfig
 from fedcare.privacy.accounting import poisson_sample_rate
-from fedcare.privacy.dp_sgd import DpSgdSettings, train_dp_sgd
+from fedcare.privacy.dp_sgd import DpSgdSettings, GradSampleMode, train_dp_sgd
 from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.tasks import ModelName, get_task
 from tests.flower_harness import site_context, train_message
@@ -157,3 +157,24 @@ def test_simulated_site_policies_take_budgets_and_delta() -> None:
     assert all(p.delta == 1e-6 and p.require_dp for p in policies.values())
     with pytest.raises(Exception, match="unknown site"):
         site_policies(DP, get_scenario("heart-disease"), {"mars": 1.0})
+
+
+@pytest.mark.parametrize("mode", list(GradSampleMode))
+def test_empty_poisson_batches_still_take_a_noisy_step(
+    mode: GradSampleMode, site_paths: dict[str, Path]
+) -> None:
+    """At rate 1/30 on 30 rows about a third of 30 batches are empty (none empty: p ~ 1e-6)."""
+    task = get_task("heart-disease")
+    data = task.load_site("switzerland", site_paths["switzerland"])
+    model = task.build_model(ModelName.MLP, seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_dp_sgd(
+        model,
+        task.loss(),
+        data.x_train,
+        data.y_train,
+        DpSgdSettings(1.0, 1.0, 1 / 30, 1, 0.05, mode),
+    )
+    assert result.steps == 30
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
