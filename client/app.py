@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
@@ -24,11 +24,13 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from fedcare import messages as keys
 from fedcare.client.audit import audit_mod
 from fedcare.client.request import RoundRequest
 from fedcare.client.rounds import RoundRefused, train_round
+from fedcare.client.secure_aggregation import secure_aggregation_mod
 from fedcare.client.site import SiteIdentity, load_site_data, resolve_site
 from fedcare.errors import DataError
 from fedcare.privacy.errors import LedgerCorruptError
@@ -37,7 +39,6 @@ from fedcare.training import evaluate
 from fedcare.weights import load_record
 
 log = logging.getLogger(__name__)
-app = ClientApp(mods=[audit_mod])
 
 
 def _reply(
@@ -91,7 +92,6 @@ def site_guarded(handler: Handler) -> Handler:
     return guarded
 
 
-@app.train()
 @site_guarded
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model on the site's training rows."""
@@ -103,7 +103,6 @@ def train(msg: Message, context: Context) -> Message:
     return _reply(msg, site, outcome.metrics, ArrayRecord(outcome.state))
 
 
-@app.evaluate()
 @site_guarded
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on the site's held-out test rows."""
@@ -122,3 +121,18 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         keys.WEIGHT: 1.0,
     }
     return _reply(msg, site, metrics, arrays=None)
+
+
+def build_client_app(train_mods: Sequence[Mod] = ()) -> ClientApp:
+    """The site's ClientApp: every reply audited; train requests may run under SecAgg+.
+
+    ``train_mods`` sit between secure aggregation and training; simulations use them to play a
+    faulty or malicious site (:mod:`fedcare.simulations.adversaries`). Deployment adds none.
+    """
+    client = ClientApp(mods=[audit_mod])
+    client.train(mods=[secure_aggregation_mod, *train_mods])(train)
+    client.evaluate()(evaluate_global)
+    return client
+
+
+app = build_client_app()

@@ -1,4 +1,5 @@
-"""The site's own policy: its privacy budget, δ, and whether it trains without DP.
+"""The site's own policy: its privacy budget, δ, whether it trains without DP, and whether it
+sends an update only under secure aggregation.
 
 Set by the site (node config in deployment, the scenario in simulation), never by the
 coordinator. Defaults are the conservative ones: DP required, budget ε = 10.
@@ -22,6 +23,7 @@ class SitePolicy:
     max_epsilon: float = DEFAULT_MAX_EPSILON
     delta: float | None = None  # None: fedcare.privacy.accounting.default_delta(n_train)
     require_dp: bool = True
+    require_secure_aggregation: bool = False  # True: never send an update the coordinator can read
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_epsilon, int | float) and self.max_epsilon > 0):
@@ -37,14 +39,21 @@ class SitePolicy:
             "max-epsilon": self.max_epsilon,
             "delta": self.delta or 0.0,
             "require-dp": str(self.require_dp).lower(),
+            "require-secure-aggregation": str(self.require_secure_aggregation).lower(),
         }
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SitePolicy:
-        """From node config / scenario keys ``max-epsilon``, ``delta``, ``require-dp``."""
+        """From node config / scenario keys ``max-epsilon``, ``delta``, ``require-dp``,
+        ``require-secure-aggregation``."""
         delta = values.get("delta")
         return cls(
             max_epsilon=float(values.get("max-epsilon", DEFAULT_MAX_EPSILON)),
             delta=None if delta in (None, "", 0, 0.0) else float(delta),
-            require_dp=str(values.get("require-dp", "true")).lower() in ("true", "1"),
+            require_dp=_flag(values.get("require-dp", "true")),
+            require_secure_aggregation=_flag(values.get("require-secure-aggregation", "false")),
         )
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("true", "1")

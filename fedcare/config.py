@@ -25,6 +25,20 @@ class StrategyName(StrEnum):
     FEDPROX = "fedprox"
     FEDADAM = "fedadam"
     FEDYOGI = "fedyogi"
+    # Robust aggregation: each needs every site's individual update (not with SecAgg+).
+    FEDTRIMMEDAVG = "fedtrimmedavg"
+    FEDMEDIAN = "fedmedian"
+    KRUM = "krum"
+
+    @property
+    def robust(self) -> bool:
+        """True for the Byzantine-robust strategies."""
+        return self in _ROBUST_STRATEGIES
+
+
+_ROBUST_STRATEGIES = frozenset(
+    {StrategyName.FEDTRIMMEDAVG, StrategyName.FEDMEDIAN, StrategyName.KRUM}
+)
 
 
 class Weighting(StrEnum):
@@ -67,6 +81,15 @@ class RunConfig:
     noise_multiplier: float = 0.0  # > 0: fixed noise multiplier instead of a target
     max_grad_norm: float = 1.0
     accountant: AccountantName = AccountantName.RDP
+    # Robustness: the coordinator rejects a site update whose L2 norm (local - global) exceeds
+    # this (0 = no bound); under SecAgg+ each site clips to it before masking instead.
+    max_update_norm: float = 10.0
+    trim_fraction: float = 0.25  # fedtrimmedavg: share of sites cut at each end, per value
+    max_malicious_sites: int = 1  # krum: sites assumed Byzantine
+    # SecAgg+ (Flower's protocol): the coordinator learns only the sum of the sites' updates.
+    secure_aggregation: bool = False
+    secagg_num_shares: float = 1.0  # <= 1: fraction of the sampled sites; > 1: a count
+    secagg_threshold: float = 0.67  # <= 1: fraction of num_shares; > 1: a count
 
     def __post_init__(self) -> None:
         for name, enum in (
@@ -106,6 +129,49 @@ class RunConfig:
                     "strategy: fedprox is not available with dp (its proximal term would bypass "
                     "per-sample clipping); choose fedavg, fedadam or fedyogi"
                 )
+        self._check_robustness()
+
+    def _check_robustness(self) -> None:
+        norm = self.max_update_norm
+        if not isinstance(norm, int | float) or isinstance(norm, bool) or not norm >= 0:
+            raise ConfigError(f"max-update-norm: {norm!r} must be a number >= 0 (0 = no bound)")
+        if not isinstance(self.trim_fraction, int | float) or not 0 < self.trim_fraction < 0.5:
+            raise ConfigError(f"trim-fraction: {self.trim_fraction!r} must be in (0, 0.5)")
+        _require(self.max_malicious_sites, "max-malicious-sites", 0, 1_000)
+        if not isinstance(self.secure_aggregation, bool):
+            raise ConfigError(
+                f"secure-aggregation: {self.secure_aggregation!r} must be true or false"
+            )
+        _require_positive(self.secagg_num_shares, "secagg-num-shares")
+        _require_positive(self.secagg_threshold, "secagg-threshold")
+        if not self.secure_aggregation:
+            return
+        if self.strategy.robust:
+            raise ConfigError(
+                f"strategy: {self.strategy} needs each site's own update, which SecAgg+ hides "
+                "from the coordinator; choose fedavg, fedprox, fedadam or fedyogi, or turn "
+                "secure-aggregation off"
+            )
+        if self.max_update_norm <= 0:
+            raise ConfigError(
+                "max-update-norm: secure-aggregation needs a bound > 0 (each site clips its "
+                "update to it before masking)"
+            )
+        for key, value in (
+            ("secagg-num-shares", self.secagg_num_shares),
+            ("secagg-threshold", self.secagg_threshold),
+        ):
+            if value > 1 and value != int(value):
+                raise ConfigError(
+                    f"{key}: {value!r} must be a fraction <= 1 or a whole number of sites"
+                )
+        if self.secagg_num_shares > 1 and self.secagg_num_shares < 3:
+            raise ConfigError("secagg-num-shares: a count of shares must be at least 3")
+        if 1 < self.secagg_num_shares <= self.secagg_threshold:
+            raise ConfigError(
+                f"secagg-threshold: {self.secagg_threshold:g} must be below "
+                f"secagg-num-shares ({self.secagg_num_shares:g})"
+            )
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (and validated); ``None`` values are ignored."""
@@ -146,6 +212,8 @@ _FIELD_TYPES: dict[str, type] = {
     "rounds": int, "local_epochs": int, "batch_size": int, "learning_rate": float,
     "proximal_mu": float, "server_learning_rate": float, "seed": int, "dp": bool,
     "target_epsilon": float, "noise_multiplier": float, "max_grad_norm": float, "accountant": str,
+    "max_update_norm": float, "trim_fraction": float, "max_malicious_sites": int,
+    "secure_aggregation": bool, "secagg_num_shares": float, "secagg_threshold": float,
 }  # fmt: skip
 
 

@@ -30,12 +30,14 @@ ALLOWED_METRICS: Final = frozenset(
 # Failures are reported the same way, by category only: an exception's text can quote a record.
 REFUSED_BUDGET: Final = "privacy-budget-exhausted"
 REFUSED_DP_REQUIRED: Final = "dp-required"
+REFUSED_SECAGG_REQUIRED: Final = "secure-aggregation-required"
 FAILED_LEDGER: Final = "ledger-refused"
 FAILED_DATA: Final = "data-invalid"
 FAILED_SITE: Final = "site-error"
 REFUSAL_CODES: Final = {
     REFUSED_BUDGET: 4001,
     REFUSED_DP_REQUIRED: 4002,
+    REFUSED_SECAGG_REQUIRED: 4005,
     FAILED_LEDGER: 4003,
     FAILED_DATA: 4004,
     FAILED_SITE: 4099,

@@ -18,9 +18,12 @@ from fedcare import messages as keys
 from fedcare.atomic import write_json_atomic
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError
+from fedcare.privacy.secure_aggregation import SecAggSettings
 from fedcare.server import progress
+from fedcare.server.secure_aggregation import SecureAggregationGrid
 from fedcare.server.strategies import build_strategy
 from fedcare.server.tracking import RoundRecord, SiteTracking
+from fedcare.server.validation import UpdateRules
 from fedcare.tasks import get_task
 from fedcare.weights import save_weights, to_record
 
@@ -82,7 +85,11 @@ def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Round 0 evaluation, then ``rounds`` rounds of train + per-site evaluation."""
+    """Round 0 evaluation, then ``rounds`` rounds of train + per-site evaluation.
+
+    With ``secure-aggregation`` the same loop runs over a :class:`SecureAggregationGrid`, whose
+    train exchanges follow Flower's SecAgg+ protocol.
+    """
     settings = ServerSettings.from_run_config(dict(context.run_config))
     run = settings.run
     model = get_task(run.task).build_model(run.model, seed=run.seed)
@@ -94,7 +101,10 @@ def main(grid: Grid, context: Context) -> None:
         write_json_atomic(settings.out_dir / ROUNDS_FILE, [r.to_json() for r in history])
         progress.publish(record, run.rounds)
 
-    strategy = SiteTracking(build_strategy(run, settings.min_sites), on_round)
+    rules = UpdateRules(run.max_update_norm, run.weighting, dp=run.dp)
+    if run.secure_aggregation:
+        grid = SecureAggregationGrid(grid, context, SecAggSettings.from_run(run))
+    strategy = SiteTracking(build_strategy(run, settings.min_sites), on_round, rules)
     round_zero = strategy.configure_evaluate(0, initial, ConfigRecord(request_config(run)), grid)
     strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero, timeout=REPLY_TIMEOUT_S))
     result = strategy.start(

@@ -1,4 +1,8 @@
-"""Selecting one of Flower's own strategies by name, configured for a site federation."""
+"""Selecting one of Flower's own strategies by name, configured for a site federation.
+
+The robust ones (trimmed mean, coordinate-wise median, Krum) are Flower's too: a site that sends
+a wild update moves their result far less than it moves a mean.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,16 @@ from typing import TypedDict, cast
 
 import numpy as np
 from flwr.app import MetricRecord, MetricRecordValues, RecordDict
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, FedYogi, Strategy
+from flwr.serverapp.strategy import (
+    FedAdam,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    Strategy,
+)
 
 from fedcare import messages as keys
 from fedcare.config import RunConfig, StrategyName
@@ -70,4 +83,10 @@ def build_strategy(config: RunConfig, min_sites: int) -> Strategy:
             return FedAdam(**common, eta=config.server_learning_rate, eta_l=config.learning_rate)
         case StrategyName.FEDYOGI:
             return FedYogi(**common, eta=config.server_learning_rate, eta_l=config.learning_rate)
+        case StrategyName.FEDTRIMMEDAVG:
+            return FedTrimmedAvg(**common, beta=config.trim_fraction)
+        case StrategyName.FEDMEDIAN:
+            return FedMedian(**common)
+        case StrategyName.KRUM:
+            return Krum(**common, num_malicious_nodes=config.max_malicious_sites)
     raise AssertionError(f"unhandled strategy {config.strategy}")  # pragma: no cover
