@@ -1,8 +1,9 @@
 """The site's audit log: every message the site sends, recorded before it leaves.
 
 A Flower ClientApp mod, so it sees the exact reply Flower will transmit: message type, round,
-each array's record, name, shape and dtype, each metric's name and value, config records, the
-error category of a refusal, and the sha256 of the payload. Entries are hash-chained
+each array's record, name, shape and dtype, each metric's name and value, config records (bytes,
+such as SecAgg+ keys and masked vectors, by size and sha256), the SecAgg+ stage, the error
+category of a refusal, and the sha256 of the payload. Entries are hash-chained
 (:mod:`fedcare.chained_log`), so a removed or edited line is detected by
 ``fedcare site audit --verify``. If the entry cannot be written, nothing is sent.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from fedcare import messages as keys
 from fedcare.chained_log import ChainedJsonLog
@@ -57,11 +59,14 @@ def describe(reply: Message) -> dict[str, Any]:
         record_name: {name: float(value) for name, value in sorted(record.items())}  # type: ignore[arg-type]
         for record_name, record in sorted(reply.content.metric_records.items())
     }
-    configs = {
-        record_name: {name: str(value) for name, value in sorted(record.items())}
-        for record_name, record in sorted(reply.content.config_records.items())
-    }
-    digest.update(repr((metrics, configs)).encode())
+    configs: dict[str, dict[str, Any]] = {}
+    for record_name, record in sorted(reply.content.config_records.items()):
+        configs[record_name] = {}
+        for name, value in sorted(record.items()):
+            digest.update(f"{record_name}/{name}".encode())
+            digest.update(repr(value).encode())
+            configs[record_name][name] = _config_value(value)
+    digest.update(repr(metrics).encode())
     return {
         "kind": "reply",
         "arrays": arrays,
@@ -85,19 +90,42 @@ def refusal_entry(state_dir: Path, run_id: str, fab_hash: str) -> None:
     )
 
 
+def _config_value(value: object) -> object:
+    """Text and numbers as sent; bytes (SecAgg+ keys, shares, masked vectors) by size and hash."""
+    blobs = value if isinstance(value, list) else [value]
+    if blobs and all(isinstance(blob, bytes) for blob in blobs):
+        joined = b"".join(blobs)  # type: ignore[arg-type]
+        digest = hashlib.sha256(joined).hexdigest()
+        return {"bytes": len(joined), "items": len(blobs), "sha256": digest}
+    return str(value)
+
+
 def _json_float(value: float) -> float | str:
     return value if np.isfinite(value) else str(value)  # NaN/inf as text: strict JSON
 
 
+def _secure_aggregation_stage(msg: Message) -> str | None:
+    if msg.has_error() or RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return None
+    return str(msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE, ""))
+
+
 def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Record the reply in the site's audit log, durably, before handing it to Flower."""
+    stage = _secure_aggregation_stage(msg)  # read first: Flower's mod consumes it
     reply = call_next(msg, context)
     config = msg.content.config_records.get(keys.CONFIG) if not msg.has_error() else None
+    group = msg.metadata.group_id
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run_id": str(context.run_id),
-        "round": int(config.get(keys.SERVER_ROUND, 0)) if config else None,  # type: ignore[arg-type]
+        "round": (
+            int(config.get(keys.SERVER_ROUND, 0))  # type: ignore[arg-type]
+            if config
+            else (int(group) if group.isdigit() else None)
+        ),
         "message_type": msg.metadata.message_type,
+        **({"secure_aggregation_stage": stage} if stage else {}),
         **describe(reply),
     }
     try:

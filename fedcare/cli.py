@@ -74,7 +74,10 @@ def simulate(
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
     strategy: Annotated[
-        str | None, typer.Option(help="fedavg, fedprox, fedadam or fedyogi.")
+        str | None,
+        typer.Option(
+            help="fedavg, fedprox, fedadam, fedyogi; robust: fedtrimmedavg, fedmedian, krum."
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="logreg or mlp.")] = None,
     weighting: Annotated[str | None, typer.Option(help="uniform or examples.")] = None,
@@ -103,6 +106,29 @@ def simulate(
     delta: Annotated[
         float | None, typer.Option(help="DP: every simulated site's δ (default min(1e-5, 1/(2n))).")
     ] = None,
+    secure_aggregation: Annotated[
+        bool | None,
+        typer.Option(
+            "--secure-aggregation/--no-secure-aggregation",
+            help="SecAgg+: the coordinator learns only the sum of the sites' updates.",
+        ),
+    ] = None,
+    secagg_num_shares: Annotated[
+        float | None, typer.Option(help="SecAgg+ shares: fraction of sites (<= 1) or a count.")
+    ] = None,
+    secagg_threshold: Annotated[
+        float | None, typer.Option(help="SecAgg+ shares needed to unmask: fraction or count.")
+    ] = None,
+    max_update_norm: Annotated[
+        float | None, typer.Option(help="Reject (or, with SecAgg+, clip) updates above this norm.")
+    ] = None,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Make a simulated site misbehave, as SITE=KIND (nan, wrong-shape, scale100, "
+            "dropout); repeatable."
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show Flower's and Ray's logs.")
     ] = False,
@@ -119,9 +145,12 @@ def simulate(
             server_learning_rate=server_learning_rate, proximal_mu=proximal_mu, seed=seed,
             scenario=scenario, dp=dp, target_epsilon=target_epsilon,
             noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, accountant=accountant,
+            secure_aggregation=secure_aggregation, secagg_num_shares=secagg_num_shares,
+            secagg_threshold=secagg_threshold, max_update_norm=max_update_norm,
         )
     )  # fmt: skip
     budgets = _run_or_exit(lambda: _parse_budgets(site_budget or []))
+    attacks = _run_or_exit(lambda: _parse_attacks(run_config, attack or []))
     out_dir = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     _configure_logging(verbose)
     console.print(
@@ -133,7 +162,12 @@ def simulate(
 
     summary = _run_or_exit(
         lambda: run_simulation(
-            run_config, out_dir, on_round=_print_round, site_budgets=budgets, site_delta=delta
+            run_config,
+            out_dir,
+            on_round=_print_round,
+            site_budgets=budgets,
+            site_delta=delta,
+            attacks=attacks,
         )
     )
     _print_summary(summary)
@@ -154,6 +188,16 @@ def _parse_budgets(values: list[str]) -> dict[str, float]:
     return budgets
 
 
+def _parse_attacks(run_config: Any, values: list[str]) -> dict[str, Any]:
+    if not values:
+        return {}
+    from fedcare.simulations.adversaries import parse_attacks
+    from fedcare.simulations.scenarios import get_scenario
+
+    scenario = get_scenario(run_config.scenario, run_config.task)
+    return parse_attacks(values, [site.name for site in scenario.sites])
+
+
 def _print_round(record: Any, total: int) -> None:
     parts = []
     for name, site in sorted(record.sites.items()):
@@ -162,6 +206,8 @@ def _print_round(record: Any, total: int) -> None:
             part += f" ε{record.epsilon[name]:.2f}"
         if name in record.refused:
             part += f" [refused: {record.refused[name]}]"
+        if name in record.rejected:
+            part += " [update rejected]"
         parts.append(part)
     console.print(
         f"round {record.round:>3}/{total}  mean {record.mean_accuracy:.3f} | {' '.join(parts)}"
@@ -206,6 +252,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for refusal in summary.get("refusals", []):
         site, number, reason = refusal["site"], refusal["round"], refusal["reason"]
         console.print(f"[yellow]site {site} refused round {number}: {reason}[/]")
+    for rejection in summary.get("rejected", []):
+        site, number, reason = rejection["site"], rejection["round"], rejection["reason"]
+        console.print(f"[yellow]round {number}: {site}'s update rejected: {reason}[/]")
     console.print(
         "local = each site's own model on its own test set; its mean row is the best local "
         "model's mean over all sites' test sets"
@@ -445,6 +494,13 @@ def coordinator_run(
     strategy: Annotated[str | None, typer.Option()] = None,
     dp: Annotated[bool | None, typer.Option("--dp/--no-dp")] = None,
     target_epsilon: Annotated[float | None, typer.Option()] = None,
+    secure_aggregation: Annotated[
+        bool | None,
+        typer.Option(
+            "--secure-aggregation/--no-secure-aggregation",
+            help="SecAgg+: learn only the sum of the sites' updates.",
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to follow the run.")] = 3600.0,
 ) -> None:
     """Submit a fedcare run to the federation and follow it round by round."""
@@ -454,9 +510,10 @@ def coordinator_run(
 
     run_config = _run_or_exit(
         lambda: load_config(config).replace(
-            rounds=rounds, strategy=strategy, dp=dp, target_epsilon=target_epsilon
+            rounds=rounds, strategy=strategy, dp=dp, target_epsilon=target_epsilon,
+            secure_aggregation=secure_aggregation,
         )
-    )
+    )  # fmt: skip
     coordinator = Coordinator(folder)
     started = time.perf_counter()
     out = _run_or_exit(lambda: coordinator.submit(run_config, min_sites))
@@ -468,6 +525,10 @@ def coordinator_run(
             f"round {record['round']:>3}/{run_config.rounds}  "
             f"mean {record['mean_accuracy']:.3f} | {sites}  ({time.perf_counter() - started:.0f} s)"
         )
+        for site, reason in record.get("refused", {}).items():
+            console.print(f"[yellow]  {site} sent no update: {reason}[/]")
+        for site, reason in record.get("rejected", {}).items():
+            console.print(f"[yellow]  {site}'s update rejected: {reason}[/]")
 
     _run_or_exit(lambda: coordinator.follow(out, run_config.rounds, show, timeout))
     console.print(f"run finished: {out}")

@@ -83,7 +83,7 @@ class RunConfig:
     accountant: AccountantName = AccountantName.RDP
     # Robustness: the coordinator rejects a site update whose L2 norm (local - global) exceeds
     # this (0 = no bound); under SecAgg+ each site clips to it before masking instead.
-    max_update_norm: float = 10.0
+    max_update_norm: float = 2.0
     trim_fraction: float = 0.25  # fedtrimmedavg: share of sites cut at each end, per value
     max_malicious_sites: int = 1  # krum: sites assumed Byzantine
     # SecAgg+ (Flower's protocol): the coordinator learns only the sum of the sites' updates.
@@ -151,6 +151,11 @@ class RunConfig:
                 f"strategy: {self.strategy} needs each site's own update, which SecAgg+ hides "
                 "from the coordinator; choose fedavg, fedprox, fedadam or fedyogi, or turn "
                 "secure-aggregation off"
+            )
+        if self.weighting is not Weighting.UNIFORM:
+            raise ConfigError(
+                "weighting: secure-aggregation weighs every site 1 (uniform); Flower's SecAgg+ "
+                "would quantise bucketed row counts too coarsely"
             )
         if self.max_update_norm <= 0:
             raise ConfigError(

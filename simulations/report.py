@@ -49,6 +49,7 @@ def build_summary(
         "task": config.task,
         "model": str(config.model),
         "strategy": str(config.strategy),
+        "secure_aggregation": config.secure_aggregation,
         "rounds": config.rounds,
         "seed": config.seed,
         "sites": {

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from fedcare.server import progress
 from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, SIM_SITES_KEY
 from fedcare.server.app import app as server_app
 from fedcare.server.tracking import RoundRecord
+from fedcare.simulations.adversaries import Attack, adversarial_client_app
 from fedcare.simulations.scenarios import Scenario
 from fedcare.tasks import SiteData, get_task
 
@@ -80,11 +81,13 @@ def run_federation(
     out_dir: Path,
     policies: dict[str, SitePolicy],
     on_round: Callable[[RoundRecord, int], None] | None = None,
+    attacks: Mapping[str, Attack] | None = None,
 ) -> list[dict[str, Any]]:
     """Simulate the federation; returns the per-round records the ServerApp wrote.
 
     Call :func:`load_sites` first: it validates every site's data before Ray starts. Each
     simulation starts its sites with empty state (a new experiment, a new privacy ledger).
+    ``attacks`` makes the named sites misbehave (:mod:`fedcare.simulations.adversaries`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
@@ -103,7 +106,7 @@ def run_federation(
         _run_simulation(
             num_supernodes=len(scenario.sites),
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client_app,
+            client_app=adversarial_client_app(attacks) if attacks else client_app,
             server_app=server_app,
             backend_config=backend_config,  # type: ignore[arg-type]
             server_app_context=context,

@@ -11,6 +11,7 @@ from fedcare.client.policy import DEFAULT_MAX_EPSILON, SitePolicy
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError
 from fedcare.server.tracking import RoundRecord
+from fedcare.simulations.adversaries import Attack
 from fedcare.simulations.baselines import local_baselines, pooled_baseline
 from fedcare.simulations.report import build_summary, privacy_summary, write_plots
 from fedcare.simulations.runner import load_sites, run_federation, site_state_dir
@@ -47,12 +48,13 @@ def simulate(
     on_round: Callable[[RoundRecord, int], None] | None = None,
     site_budgets: Mapping[str, float] | None = None,
     site_delta: float | None = None,
+    attacks: Mapping[str, Attack] | None = None,
 ) -> dict[str, Any]:
     """Run the federation and its baselines; write the run folder; return the summary."""
     scenario = get_scenario(config.scenario, config.task)
     sites = load_sites(config, scenario)
     policies = site_policies(config, scenario, site_budgets, site_delta)
-    rounds = run_federation(config, scenario, out_dir, policies, on_round=on_round)
+    rounds = run_federation(config, scenario, out_dir, policies, on_round, attacks)
     task = get_task(config.task)
     summary = build_summary(
         config,
@@ -69,6 +71,12 @@ def simulate(
         for r in rounds
         for site, reason in r.get("refused", {}).items()
     ]
+    summary["rejected"] = [
+        {"site": site, "round": r["round"], "reason": reason}
+        for r in rounds
+        for site, reason in r.get("rejected", {}).items()
+    ]
+    summary["attacks"] = {site: str(kind) for site, kind in sorted((attacks or {}).items())}
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     write_plots(out_dir, rounds, summary)
     return summary

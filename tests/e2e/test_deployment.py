@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from fedcare import messages as keys
 from fedcare.processes import _processes
@@ -231,3 +232,57 @@ def test_an_unapproved_app_is_refused_by_every_site(federation: dict[str, Any]) 
             assert sent == []  # nothing was sent for the unapproved run
     finally:
         coordinator.flwr("stop", run_id, "fedcare")
+
+
+SECAGG_ROUNDS = 2
+
+
+def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
+    federation: dict[str, Any], tmp_path: Path
+) -> None:
+    """SecAgg+ and Opacus DP together on the real federation: the run completes, every site's
+    ε stays within the target, and what each site sent for training is masked - no weights."""
+    config = tmp_path / "secagg.toml"
+    config.write_text(
+        'strategy = "fedavg"\ndp = true\ntarget-epsilon = 1.0\nsecure-aggregation = true\n'
+        "secagg-num-shares = 3\nsecagg-threshold = 2\n"
+    )
+    coord = federation["coord"]
+    runs = coord / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    result = fedcare(
+        "coordinator", "run", "--dir", str(coord), "--min-sites", "3", "--config", str(config),
+        "--rounds", str(SECAGG_ROUNDS), "--timeout", "540",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = set(runs.iterdir()) - before
+    rounds = json.loads((run_dir / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == list(range(SECAGG_ROUNDS + 1))
+    for record in rounds[1:]:
+        assert set(record["sites"]) == set(SITES)
+        assert record["refused"] == {} and record["rejected"] == {}
+        assert set(record["epsilon"]) == set(SITES)
+        assert all(0 < eps <= 1.0 for eps in record["epsilon"].values())
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    for site in SITES:
+        state = federation["root"] / site
+        assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
+        entries = [
+            json.loads(line)
+            for line in (state / "audit-log.jsonl").read_text().splitlines()
+            if json.loads(line)["run_id"] == run_id
+        ]
+        train = [e for e in entries if e["message_type"] == "train"]
+        stages = [e["secure_aggregation_stage"] for e in train]
+        per_round = ["setup", "share_keys", "collect_masked_vectors", "unmask"]
+        assert stages == per_round * SECAGG_ROUNDS
+        for entry in train:
+            assert entry["kind"] == "reply"
+            assert entry["arrays"] == []  # the clear-text update never leaves; masked bytes do
+        for entry in (e for e in train if e["secure_aggregation_stage"] == per_round[2]):
+            masked = entry["configs"][RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
+            assert masked["bytes"] > 0
+            assert entry["metrics"]["fitres.num_examples"] == {"num_examples": 1.0}
+            assert set(entry["metrics"][keys.METRICS]) == {
+                keys.TRAIN_LOSS, keys.WEIGHT, keys.EPSILON
+            }  # fmt: skip
