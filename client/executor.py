@@ -4,9 +4,11 @@ Flower's SuperNode, started with ``--isolation process``, does not launch Client
 executor process connected to its Runtime API does. Flower's executor (``flower-superexec``)
 launches whatever app a run names. This one is the same loop over the same Flower components
 (``RuntimeHttpClient``, ``AutoExecPlugin`` and the subprocess executor) with one added check:
-the task's FAB hash must be in the site's approved list. An unapproved task is never launched;
-Flower's task expiry then returns an error reply to the coordinator, and the site's audit log
-records the refusal.
+the task's FAB hash must be in the site's approved list. An unapproved task is never launched:
+the executor answers it at once, through the same Runtime API calls a ClientApp process makes,
+with an error reply carrying only ``app-not-approved``, and the site's audit log records the
+refusal. The coordinator's round goes on without the site, and the SuperNode is free for the
+next run (a task left unanswered would hold it until Flower's token expired).
 
 Why a FAB hash is a meaningful approval: fedcare's FAB holds only a ``pyproject.toml`` naming
 ``fedcare.server.app:app`` and ``fedcare.client.app:app`` with default settings (run settings
@@ -102,10 +104,45 @@ def run_executor(runtime_api_address: str, approved: set[str], state_dir: Path) 
                         "refused unapproved app bundle %s (run %s)", task.fab_hash, task.run_id
                     )
                     refusal_entry(state_dir, str(task.run_id), task.fab_hash)
+                    _answer_refusal(runtime_api_address, reply.token)
             time.sleep(POLL_INTERVAL_S)
     finally:
         client.close()
         executor.close()
+
+
+def _answer_refusal(runtime_api_address: str, token: str) -> None:
+    """Reply to the refused task with an ``app-not-approved`` error and close it, using the
+    Runtime API calls of Flower's own ClientApp process (its task token, its helpers)."""
+    from flwr.app import Error, Message
+    from flwr.common.constant import SubStatus
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import (
+        pull_task_input,
+        push_message,
+        push_task_output,
+    )
+
+    from fedcare import messages as keys
+
+    client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address, insecure=True, root_certificates=None,
+        interceptors=[RuntimeTokenHttpInterceptor(token)],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )  # fmt: skip
+    try:
+        message, context, _, _ = pull_task_input(client)
+        code = keys.REFUSAL_CODES[keys.REFUSED_APP]
+        push_message(
+            client, Message(Error(code=code, reason=keys.REFUSED_APP), reply_to=message), context
+        )
+        push_task_output(client, context, SubStatus.FAILED, keys.REFUSED_APP)
+    except Exception:  # the refusal stands either way; Flower's expiry is the fallback
+        log.exception("could not answer the refused task; it will expire instead")
+    finally:
+        client.close()
 
 
 def main() -> None:

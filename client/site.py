@@ -1,9 +1,10 @@
 """Which site this ClientApp serves, where its records and state live, and its policy.
 
 Deployment: the site daemon passes ``site-name``, ``data-path``, ``state-dir`` and the policy
-keys (``max-epsilon``, ``delta``, ``require-dp``) as node config; the data path is read only
-here, at the site. Simulation: Flower gives each virtual SuperNode a ``partition-id``, which
-indexes the scenario's site table in the run config (``sim-sites``, same keys).
+keys (``max-epsilon``, ``delta``, ``require-dp``, ``require-secure-aggregation``) as node config;
+the data path is read only here, at the site. Simulation: Flower gives each virtual SuperNode a
+``partition-id``, which indexes the scenario's site table in the run config (``sim-sites``, same
+keys).
 """
 
 from __future__ import annotations

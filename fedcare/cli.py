@@ -375,6 +375,9 @@ def site_start(
             help="Also run this app bundle (FAB sha256); fedcare's own is always approved."
         ),
     ] = None,
+    require_secure_aggregation: Annotated[
+        bool, typer.Option(help="Send updates only under SecAgg+ (decline plain rounds).")
+    ] = False,
 ) -> None:
     """Start this hospital's site daemon (a Flower SuperNode) in the background."""
     _quiet_environment()
@@ -382,7 +385,12 @@ def site_start(
     from fedcare.client.policy import SitePolicy
 
     def start() -> int:
-        policy = SitePolicy(max_epsilon=max_epsilon, delta=delta, require_dp=not allow_non_dp)
+        policy = SitePolicy(
+            max_epsilon=max_epsilon,
+            delta=delta,
+            require_dp=not allow_non_dp,
+            require_secure_aggregation=require_secure_aggregation,
+        )
         return SiteDaemon(state).start(
             name,
             data,

@@ -31,6 +31,7 @@ ALLOWED_METRICS: Final = frozenset(
 REFUSED_BUDGET: Final = "privacy-budget-exhausted"
 REFUSED_DP_REQUIRED: Final = "dp-required"
 REFUSED_SECAGG_REQUIRED: Final = "secure-aggregation-required"
+REFUSED_APP: Final = "app-not-approved"  # sent by the site executor, not the ClientApp
 FAILED_LEDGER: Final = "ledger-refused"
 FAILED_DATA: Final = "data-invalid"
 FAILED_SITE: Final = "site-error"
@@ -38,6 +39,7 @@ REFUSAL_CODES: Final = {
     REFUSED_BUDGET: 4001,
     REFUSED_DP_REQUIRED: 4002,
     REFUSED_SECAGG_REQUIRED: 4005,
+    REFUSED_APP: 4006,
     FAILED_LEDGER: 4003,
     FAILED_DATA: 4004,
     FAILED_SITE: 4099,

@@ -1,4 +1,5 @@
-"""Privacy machinery: DP-SGD with Opacus, the privacy ledger, budgets, accounting and PKI."""
+"""Privacy machinery: DP-SGD with Opacus, the privacy ledger, budgets, accounting, SecAgg+
+update clipping, and PKI."""
 
 from fedcare.privacy.accounting import (
     calibrate_noise_multiplier,
@@ -9,6 +10,7 @@ from fedcare.privacy.accounting import (
 from fedcare.privacy.errors import BudgetExceededError, LedgerCorruptError, PrivacyError
 from fedcare.privacy.events import PrivacyEvent
 from fedcare.privacy.ledger import PrivacyLedger
+from fedcare.privacy.secure_aggregation import SecAggSettings, clip_update
 
 __all__ = [
     "BudgetExceededError",
@@ -16,7 +18,9 @@ __all__ = [
     "PrivacyError",
     "PrivacyEvent",
     "PrivacyLedger",
+    "SecAggSettings",
     "calibrate_noise_multiplier",
+    "clip_update",
     "default_delta",
     "epsilon_from_events",
     "poisson_sample_rate",

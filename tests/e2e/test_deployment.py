@@ -37,6 +37,12 @@ def fedcare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     )
 
 
+def audit_entries(state: Path, run_id: str) -> list[dict[str, Any]]:
+    """A site's audit-log entries for one run."""
+    lines = (state / "audit-log.jsonl").read_text().splitlines()
+    return [entry for entry in map(json.loads, lines) if entry["run_id"] == run_id]
+
+
 @pytest.fixture(scope="module")
 def federation(
     tmp_path_factory: pytest.TempPathFactory, site_paths: dict[str, Path]
@@ -196,7 +202,8 @@ def test_a_failing_serverapp_is_reported_not_waited_for(federation: dict[str, An
 
 def test_an_unapproved_app_is_refused_by_every_site(federation: dict[str, Any]) -> None:
     """A run whose app bundle the sites did not approve (here: a stock Flower app that would
-    run other code) is never launched at any site; each site records the refusal."""
+    run other code) is never launched at any site; each site records the refusal and answers
+    at once with ``app-not-approved``, so the run ends instead of waiting for token expiry."""
     from fedcare.flower_app import write_flower_app
     from fedcare.server.coordinator import Coordinator
 
@@ -223,13 +230,14 @@ def test_an_unapproved_app_is_refused_by_every_site(federation: dict[str, Any]) 
         for site in SITES:
             state = federation["root"] / site
             assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
-            sent = [
-                json.loads(line)
-                for line in (state / "audit-log.jsonl").read_text().splitlines()
-                if json.loads(line)["run_id"] == run_id
-                and json.loads(line)["kind"] != "refused-app"
-            ]
+            sent = [e for e in audit_entries(state, run_id) if e["kind"] != "refused-app"]
             assert sent == []  # nothing was sent for the unapproved run
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not coordinator.run_status(out)[0].startswith(
+            "finished"
+        ):
+            time.sleep(2)
+        assert coordinator.run_status(out)[0].startswith("finished")  # answered, not hung
     finally:
         coordinator.flwr("stop", run_id, "fedcare")
 
@@ -267,12 +275,7 @@ def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
     for site in SITES:
         state = federation["root"] / site
         assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
-        entries = [
-            json.loads(line)
-            for line in (state / "audit-log.jsonl").read_text().splitlines()
-            if json.loads(line)["run_id"] == run_id
-        ]
-        train = [e for e in entries if e["message_type"] == "train"]
+        train = [e for e in audit_entries(state, run_id) if e["message_type"] == "train"]
         stages = [e["secure_aggregation_stage"] for e in train]
         per_round = ["setup", "share_keys", "collect_masked_vectors", "unmask"]
         assert stages == per_round * SECAGG_ROUNDS
