@@ -1,6 +1,7 @@
 """End to end on loopback: PKI, a coordinator (SuperLink over TLS with site authentication),
-three hospital site daemons (SuperNodes) with real data, a 3-round run, the sites' audit logs,
-and the refusals: unregistered key, another federation's CA, plaintext.
+three hospital site daemons (SuperNodes) with real data, a SecAgg+ run with DP, a 3-round plain
+run, the sites' audit logs, and the refusals: unregistered key, another federation's CA,
+plaintext, an unapproved app.
 
 Every process is started through the fedcare CLI, writes to log files, and is stopped by pid
 (helpers included) at the end.
@@ -79,8 +80,60 @@ def federation(
         assert not alive, f"processes left running: {alive}"
 
 
+SECAGG_ROUNDS = 1
+
+
+def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
+    federation: dict[str, Any], tmp_path: Path
+) -> None:
+    """SecAgg+ and Opacus DP together on the real federation: the run completes, every site's
+    ε stays within the target, and what each site sent for training is masked - no weights.
+
+    First in this module: the plain run below records non-private rounds, which (rightly) spend
+    each site's whole budget, so no DP run can follow it at the same sites."""
+    config = tmp_path / "secagg.toml"
+    config.write_text(
+        'strategy = "fedavg"\ndp = true\ntarget-epsilon = 1.0\nsecure-aggregation = true\n'
+        "secagg-num-shares = 3\nsecagg-threshold = 2\n"
+    )
+    coord = federation["coord"]
+    runs = coord / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    result = fedcare(
+        "coordinator", "run", "--dir", str(coord), "--min-sites", "3", "--config", str(config),
+        "--rounds", str(SECAGG_ROUNDS), "--timeout", "540",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = set(runs.iterdir()) - before
+    rounds = json.loads((run_dir / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == list(range(SECAGG_ROUNDS + 1))
+    for record in rounds[1:]:
+        assert set(record["sites"]) == set(SITES)
+        assert record["refused"] == {} and record["rejected"] == {}
+        assert set(record["epsilon"]) == set(SITES)
+        assert all(0 < eps <= 1.0 for eps in record["epsilon"].values())
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    for site in SITES:
+        state = federation["root"] / site
+        assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
+        train = [e for e in audit_entries(state, run_id) if e["message_type"] == "train"]
+        stages = [e["secure_aggregation_stage"] for e in train]
+        per_round = ["setup", "share_keys", "collect_masked_vectors", "unmask"]
+        assert stages == per_round * SECAGG_ROUNDS
+        for entry in train:
+            assert entry["kind"] == "reply"
+            assert entry["arrays"] == []  # the clear-text update never leaves; masked bytes do
+        for entry in (e for e in train if e["secure_aggregation_stage"] == per_round[2]):
+            masked = entry["configs"][RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
+            assert masked["bytes"] > 0
+            assert entry["metrics"]["fitres.num_examples"] == {"num_examples": 1.0}
+            assert set(entry["metrics"][keys.METRICS]) == {
+                keys.TRAIN_LOSS, keys.WEIGHT, keys.EPSILON
+            }  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def finished_run(federation: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+def finished_run(federation: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
     coord = federation["coord"]
     status = fedcare("coordinator", "status", "--dir", str(coord))
     assert status.returncode == 0 and status.stdout.count(": online") == 3, status.stdout
@@ -89,14 +142,15 @@ def finished_run(federation: dict[str, Any]) -> tuple[list[dict[str, Any]], str]
         "--strategy", "fedavg", "--timeout", "480",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = (coord / "runs").iterdir()
-    return json.loads((run_dir / "rounds.json").read_text()), result.stdout
+    run_dir = max((coord / "runs").iterdir())  # run folders are named by start time
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    return json.loads((run_dir / "rounds.json").read_text()), result.stdout, run_id
 
 
 def test_three_hospitals_train_and_accuracy_improves(
-    finished_run: tuple[list[dict[str, Any]], str],
+    finished_run: tuple[list[dict[str, Any]], str, str],
 ) -> None:
-    rounds, stdout = finished_run
+    rounds, stdout, _ = finished_run
     assert [r["round"] for r in rounds] == list(range(ROUNDS + 1))
     assert all(set(r["sites"]) == set(SITES) for r in rounds)
     assert rounds[-1]["mean_accuracy"] > rounds[0]["mean_accuracy"] + 0.05
@@ -105,16 +159,14 @@ def test_three_hospitals_train_and_accuracy_improves(
 
 def test_audit_logs_verify_and_hold_only_weights_and_allowed_metrics(
     federation: dict[str, Any],
-    finished_run: tuple[list[dict[str, Any]], str],
+    finished_run: tuple[list[dict[str, Any]], str, str],
     site_paths: dict[str, Path],
 ) -> None:
     for site in SITES:
         state = federation["root"] / site
         verify = fedcare("site", "audit", "--state", str(state), "--verify")
         assert verify.returncode == 0, verify.stderr
-        entries = [
-            json.loads(line) for line in (state / "audit-log.jsonl").read_text().splitlines()
-        ]
+        entries = audit_entries(state, finished_run[2])
         assert len(entries) == 2 * ROUNDS + 1  # round-0 evaluation, then train + evaluate per round
         raw_values = {
             v for line in site_paths[site].read_text().splitlines() for v in line.split(",")
@@ -240,52 +292,3 @@ def test_an_unapproved_app_is_refused_by_every_site(federation: dict[str, Any]) 
         assert coordinator.run_status(out)[0].startswith("finished")  # answered, not hung
     finally:
         coordinator.flwr("stop", run_id, "fedcare")
-
-
-SECAGG_ROUNDS = 2
-
-
-def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
-    federation: dict[str, Any], tmp_path: Path
-) -> None:
-    """SecAgg+ and Opacus DP together on the real federation: the run completes, every site's
-    ε stays within the target, and what each site sent for training is masked - no weights."""
-    config = tmp_path / "secagg.toml"
-    config.write_text(
-        'strategy = "fedavg"\ndp = true\ntarget-epsilon = 1.0\nsecure-aggregation = true\n'
-        "secagg-num-shares = 3\nsecagg-threshold = 2\n"
-    )
-    coord = federation["coord"]
-    runs = coord / "runs"
-    before = set(runs.iterdir()) if runs.exists() else set()
-    result = fedcare(
-        "coordinator", "run", "--dir", str(coord), "--min-sites", "3", "--config", str(config),
-        "--rounds", str(SECAGG_ROUNDS), "--timeout", "540",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = set(runs.iterdir()) - before
-    rounds = json.loads((run_dir / "rounds.json").read_text())
-    assert [r["round"] for r in rounds] == list(range(SECAGG_ROUNDS + 1))
-    for record in rounds[1:]:
-        assert set(record["sites"]) == set(SITES)
-        assert record["refused"] == {} and record["rejected"] == {}
-        assert set(record["epsilon"]) == set(SITES)
-        assert all(0 < eps <= 1.0 for eps in record["epsilon"].values())
-    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
-    for site in SITES:
-        state = federation["root"] / site
-        assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
-        train = [e for e in audit_entries(state, run_id) if e["message_type"] == "train"]
-        stages = [e["secure_aggregation_stage"] for e in train]
-        per_round = ["setup", "share_keys", "collect_masked_vectors", "unmask"]
-        assert stages == per_round * SECAGG_ROUNDS
-        for entry in train:
-            assert entry["kind"] == "reply"
-            assert entry["arrays"] == []  # the clear-text update never leaves; masked bytes do
-        for entry in (e for e in train if e["secure_aggregation_stage"] == per_round[2]):
-            masked = entry["configs"][RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
-            assert masked["bytes"] > 0
-            assert entry["metrics"]["fitres.num_examples"] == {"num_examples": 1.0}
-            assert set(entry["metrics"][keys.METRICS]) == {
-                keys.TRAIN_LOSS, keys.WEIGHT, keys.EPSILON
-            }  # fmt: skip
