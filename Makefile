@@ -28,10 +28,17 @@ $(TEST_STAMP): $(RUNTIME_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(BIN)/fedcare simulate --out runs/demo
 
+# The whole suite. The deployment end-to-end tests spend most of their time waiting on
+# Flower's polling, so they run in a second pytest beside the rest; both must pass.
+DEPLOYMENT_TESTS := tests/e2e/test_deployment.py
 test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest $(DEPLOYMENT_TESTS) > .pytest-deployment.log 2>&1 & deployment=$$!; \
+	$(BIN)/python -m pytest --ignore=$(DEPLOYMENT_TESTS); rest=$$?; \
+	wait $$deployment; deployment_rc=$$?; \
+	echo "=== $(DEPLOYMENT_TESTS) (ran alongside) ==="; cat .pytest-deployment.log; \
+	test $$rest -eq 0 && test $$deployment_rc -eq 0
 
 bench: $(RUNTIME_STAMP)
 	$(BIN)/fedcare bench dp

@@ -83,14 +83,21 @@ class _ForwardingGrid(Grid):
 
 
 class _RecordingGrid(_ForwardingGrid):
-    """Keeps the replies of the latest exchange (the protocol stages discard them)."""
+    """Keeps the replies of the latest exchange and each site's first error of the round (the
+    protocol stages keep neither)."""
 
-    last_replies: list[Message]
+    def __init__(self, inner: Grid) -> None:
+        super().__init__(inner)
+        self.last_replies: list[Message] = []
+        self.errors: dict[int, Message] = {}
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         self.last_replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        for reply in self.last_replies:
+            if reply.has_error():
+                self.errors.setdefault(reply.metadata.src_node_id, reply)
         return self.last_replies
 
 
@@ -183,42 +190,40 @@ class SecureAggregationGrid(_ForwardingGrid):
         state = WorkflowState()
         grid = _RecordingGrid(self.inner)
         if not workflow.setup_stage(grid, legacy, state):
-            return self._halted(server_round, "setup", grid.last_replies)
+            return self._halted(server_round, "setup", grid)
         # Flower's setup filled in legacy FitIns; each site gets the strategy's own message
         # content, in a RecordDict of its own: the next stage adds per-site key shares to it.
         state.nid_to_fitins = {
             m.metadata.dst_node_id: RecordDict(dict(m.content.items())) for m in messages
         }
         if not workflow.share_keys_stage(grid, legacy, state):
-            return self._halted(server_round, "share keys", grid.last_replies)
+            return self._halted(server_round, "share keys", grid)
         collected = workflow.collect_masked_vectors_stage(grid, legacy, state)
-        masked_replies = grid.last_replies
-        if not collected or not workflow.unmask_stage(grid, legacy, state):
-            return self._halted(server_round, "unmask", masked_replies)
-        if sampler.mean is None:
-            return self._halted(server_round, "unmask", masked_replies)
-        new_global = apply_mean_update(global_arrays, sampler.mean)
-        contributors = [r for r in masked_replies if not r.has_error()]
+        contributors = [reply for reply in grid.last_replies if not reply.has_error()]
+        unmasked = collected and workflow.unmask_stage(grid, legacy, state)
+        if not unmasked or sampler.mean is None:
+            return self._halted(server_round, "unmask", grid)
+        included = {reply.metadata.src_node_id for reply in contributors}
+        dropped = [e for node, e in grid.errors.items() if node not in included]
         log.info(
             "round %d: secure aggregation of %d site updates (%d dropped)",
-            server_round, len(contributors), len(messages) - len(contributors),
+            server_round, len(contributors), len(dropped),
         )  # fmt: skip
-        return [_with_arrays(reply, new_global) for reply in masked_replies]
+        new_global = apply_mean_update(global_arrays, sampler.mean)
+        return [_with_arrays(r, new_global) for r in contributors] + dropped
 
     @staticmethod
-    def _halted(server_round: int, stage: str, replies: list[Message]) -> list[Message]:
+    def _halted(server_round: int, stage: str, grid: _RecordingGrid) -> list[Message]:
         """Too few sites left to unmask: no update this round; the sites' errors are kept."""
         log.warning(
             "round %d: secure aggregation halted at %s (fewer sites than the threshold)",
             server_round, stage,
         )  # fmt: skip
-        return [reply for reply in replies if reply.has_error()]
+        return list(grid.errors.values())
 
 
 def _with_arrays(reply: Message, arrays: ArrayRecord) -> Message:
     """The site's reply as the strategy expects it: its metrics, and the secure mean applied."""
-    if reply.has_error():
-        return reply
     content = RecordDict({keys.ARRAYS: arrays})
     if keys.METRICS in reply.content.metric_records:
         content[keys.METRICS] = reply.content.metric_records[keys.METRICS]
