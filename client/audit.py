@@ -23,6 +23,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from fedcare import messages as keys
 from fedcare.chained_log import ChainedJsonLog
+from fedcare.client.secure_aggregation import is_secure_aggregation
 from fedcare.client.site import resolve_site
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _json_float(value: float) -> float | str:
 
 
 def _secure_aggregation_stage(msg: Message) -> str | None:
-    if msg.has_error() or RECORD_KEY_CONFIGS not in msg.content.config_records:
+    if not is_secure_aggregation(msg):
         return None
     return str(msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE, ""))
 

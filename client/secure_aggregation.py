@@ -62,7 +62,8 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
     except _Declined as declined:
         return Message(declined.error, reply_to=msg)
     except Exception as exc:  # Flower's protocol checks; the text stays in the site's log
-        log.warning("site left the secure aggregation round: %r", exc, exc_info=True)
+        log.warning("site left the secure aggregation round: %r", exc)
+        log.debug("secure aggregation failure", exc_info=True)
         code = keys.REFUSAL_CODES[keys.FAILED_SITE]
         return Message(Error(code=code, reason=keys.FAILED_SITE), reply_to=msg)
 

@@ -31,6 +31,15 @@ err_console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
+SecureAggregationOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--secure-aggregation/--no-secure-aggregation",
+        help="SecAgg+: the coordinator learns only the sum of the sites' updates.",
+    ),
+]
+
+
 @app.callback()
 def _root() -> None:
     """Federated learning across hospitals, on Flower, PyTorch and Opacus."""
@@ -106,13 +115,7 @@ def simulate(
     delta: Annotated[
         float | None, typer.Option(help="DP: every simulated site's δ (default min(1e-5, 1/(2n))).")
     ] = None,
-    secure_aggregation: Annotated[
-        bool | None,
-        typer.Option(
-            "--secure-aggregation/--no-secure-aggregation",
-            help="SecAgg+: the coordinator learns only the sum of the sites' updates.",
-        ),
-    ] = None,
+    secure_aggregation: SecureAggregationOption = None,
     secagg_num_shares: Annotated[
         float | None, typer.Option(help="SecAgg+ shares: fraction of sites (<= 1) or a count.")
     ] = None,
@@ -502,13 +505,7 @@ def coordinator_run(
     strategy: Annotated[str | None, typer.Option()] = None,
     dp: Annotated[bool | None, typer.Option("--dp/--no-dp")] = None,
     target_epsilon: Annotated[float | None, typer.Option()] = None,
-    secure_aggregation: Annotated[
-        bool | None,
-        typer.Option(
-            "--secure-aggregation/--no-secure-aggregation",
-            help="SecAgg+: learn only the sum of the sites' updates.",
-        ),
-    ] = None,
+    secure_aggregation: SecureAggregationOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to follow the run.")] = 3600.0,
 ) -> None:
     """Submit a fedcare run to the federation and follow it round by round."""

@@ -13,7 +13,6 @@ build it with Flower's own converters so the ClientApp keeps one message format 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 
 from fedcare.config import RunConfig
+from fedcare.weights import l2_norm, update_deltas
 
 # Flower's defaults: values quantised to 22 bits, masks drawn modulo 2**32.
 QUANTIZATION_RANGE = 2**22
@@ -63,10 +63,6 @@ def _count_or_fraction(value: float) -> int | float:
     return int(value) if value > 1 else float(value)
 
 
-class UnmaskableUpdate(ValueError):
-    """The site's own update cannot be masked (wrong arrays or non-finite values)."""
-
-
 @dataclass(frozen=True)
 class ClippedUpdate:
     """A site's update, in the global model's array order, scaled to the norm bound."""
@@ -79,19 +75,13 @@ class ClippedUpdate:
 def clip_update(
     local: Mapping[str, np.ndarray], global_arrays: ArrayRecord, bound: float
 ) -> ClippedUpdate:
-    """``local - global``, scaled down to L2 norm ``bound`` if it is longer."""
-    if list(local) != list(global_arrays.keys()):
-        raise UnmaskableUpdate(f"arrays {list(local)} differ from {list(global_arrays.keys())}")
-    deltas: list[np.ndarray] = []
-    for name, values in local.items():
-        reference = global_arrays[name].numpy()
-        if values.shape != reference.shape:
-            raise UnmaskableUpdate(f"array {name!r} has shape {values.shape}")
-        delta = values.astype(np.float64) - reference.astype(np.float64)
-        if not np.isfinite(delta).all():
-            raise UnmaskableUpdate(f"array {name!r} holds NaN or Inf")
-        deltas.append(delta)
-    norm = math.sqrt(sum(float(np.sum(d * d)) for d in deltas))
+    """``local - global``, scaled down to L2 norm ``bound`` if it is longer.
+
+    Raises :class:`fedcare.weights.UpdateMismatch` for arrays that are not an update of the
+    global model: the site sends nothing rather than mask something broken.
+    """
+    deltas = update_deltas(local, global_arrays)
+    norm = l2_norm(deltas)
     scale = 1.0 if norm <= bound else bound / norm
     return ClippedUpdate([d * scale for d in deltas], norm, scale)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
 from fedcare import messages as keys
 from fedcare.config import Weighting
+from fedcare.weights import UpdateMismatch, l2_norm, update_deltas
 
 
 @dataclass(frozen=True)
@@ -37,26 +37,17 @@ class UpdateRules:
         if sent != expected:
             return f"metrics {sorted(sent)}, expected {sorted(expected)}"
         update = content.array_records[keys.ARRAYS]
-        reason = _check_layout(update, global_arrays)
-        if reason is None:
-            reason = self._check_values(update, global_arrays)
-        return reason if reason is not None else self._check_weight(content)
-
-    def _check_values(self, update: ArrayRecord, global_arrays: ArrayRecord) -> str | None:
-        squared = 0.0
-        for name, array in update.items():
-            try:
-                values = array.numpy()
-            except Exception:
-                return f"array {name!r} cannot be decoded"
-            if not np.isfinite(values).all():
-                return f"array {name!r} holds NaN or Inf"
-            delta = values.astype(np.float64) - global_arrays[name].numpy().astype(np.float64)
-            squared += float(np.sum(delta * delta))
-        norm = math.sqrt(squared)
+        try:
+            local = {name: array.numpy() for name, array in update.items()}
+        except Exception:
+            return "the update's arrays cannot be decoded"
+        try:
+            norm = l2_norm(update_deltas(local, global_arrays))
+        except UpdateMismatch as exc:
+            return str(exc)
         if self.max_update_norm > 0 and norm > self.max_update_norm:
             return f"update norm {norm:.3g} exceeds the bound {self.max_update_norm:g}"
-        return None
+        return self._check_weight(content)
 
     def _check_weight(self, content: RecordDict) -> str | None:
         weight = content.metric_records[keys.METRICS][keys.WEIGHT]
@@ -69,17 +60,3 @@ class UpdateRules:
         ):
             return f"weight {weight:g} is not a row count bucketed to {keys.COUNT_BUCKET}"
         return None
-
-
-def _check_layout(update: ArrayRecord, global_arrays: ArrayRecord) -> str | None:
-    if list(update.keys()) != list(global_arrays.keys()):
-        return f"arrays {list(update.keys())} differ from the model's {list(global_arrays.keys())}"
-    for name, array in update.items():
-        expected = global_arrays[name]
-        if tuple(array.shape) != tuple(expected.shape):
-            return (
-                f"array {name!r} has shape {tuple(array.shape)}, expected {tuple(expected.shape)}"
-            )
-        if array.dtype != expected.dtype:
-            return f"array {name!r} has dtype {array.dtype}, expected {expected.dtype}"
-    return None

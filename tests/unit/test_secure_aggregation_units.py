@@ -15,12 +15,12 @@ from fedcare.errors import ConfigError
 from fedcare.privacy.ledger import LEDGER_FILE
 from fedcare.privacy.secure_aggregation import (
     SecAggSettings,
-    UnmaskableUpdate,
     apply_mean_update,
     clip_update,
 )
 from fedcare.server.validation import UpdateRules
 from fedcare.simulations.adversaries import Attack, corrupt, parse_attacks
+from fedcare.weights import UpdateMismatch
 from tests.flower_harness import site_context, train_message
 
 
@@ -105,9 +105,9 @@ def test_clip_update_scales_long_updates_to_the_bound_and_keeps_short_ones() -> 
     assert np.sqrt(sum(float(np.sum(a * a)) for a in clipped.arrays)) == pytest.approx(2.0)
     kept = clip_update(local, GLOBAL, bound=100.0)
     assert kept.scale == 1.0 and np.array_equal(kept.arrays[1], np.full((1,), 4.0))
-    with pytest.raises(UnmaskableUpdate, match="NaN"):
+    with pytest.raises(UpdateMismatch, match="NaN"):
         clip_update(local | {"bias": np.full((1,), np.nan, np.float32)}, GLOBAL, 2.0)
-    with pytest.raises(UnmaskableUpdate, match="differ"):
+    with pytest.raises(UpdateMismatch, match="differ"):
         clip_update({"bias": local["bias"], "weight": local["weight"]}, GLOBAL, 2.0)
 
 
