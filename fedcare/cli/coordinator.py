@@ -1,0 +1,108 @@
+"""The model owner's coordinator: ``fedcare coordinator ...``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fedcare.cli.common import (
+    SecureAggregationOption,
+    console,
+    quiet_environment,
+    run_or_exit,
+)
+
+coordinator_app = typer.Typer(
+    help="The model owner's coordinator (Flower SuperLink).", no_args_is_help=True
+)
+
+
+@coordinator_app.command("start")
+def coordinator_start(
+    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder (from pki init).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+) -> None:
+    """Start the SuperLink with TLS and site authentication; register every site."""
+    quiet_environment()
+    from fedcare.server.coordinator import Coordinator
+
+    address = run_or_exit(lambda: Coordinator(folder).start(host, port))
+    console.print(f"coordinator listening on {address} (TLS, site authentication)")
+
+
+@coordinator_app.command("register")
+def coordinator_register(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+    """Register sites added with 'pki add-site' since the coordinator started."""
+    from fedcare.server.coordinator import Coordinator
+
+    nodes = run_or_exit(lambda: Coordinator(folder).register_sites())
+    console.print(f"registered sites: {', '.join(sorted(nodes)) or 'none'}")
+
+
+@coordinator_app.command("run")
+def coordinator_run(
+    folder: Annotated[Path, typer.Option("--dir")],
+    min_sites: Annotated[int, typer.Option(help="Sites every round waits for.")],
+    config: Annotated[Path | None, typer.Option("--config", help="TOML run config.")] = None,
+    rounds: Annotated[int | None, typer.Option()] = None,
+    strategy: Annotated[str | None, typer.Option()] = None,
+    dp: Annotated[bool | None, typer.Option("--dp/--no-dp")] = None,
+    target_epsilon: Annotated[float | None, typer.Option()] = None,
+    secure_aggregation: SecureAggregationOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to follow the run.")] = 3600.0,
+) -> None:
+    """Submit a fedcare run to the federation and follow it round by round."""
+    quiet_environment()
+    from fedcare.config import load_config
+    from fedcare.server.coordinator import Coordinator
+
+    run_config = run_or_exit(
+        lambda: load_config(config).replace(
+            rounds=rounds, strategy=strategy, dp=dp, target_epsilon=target_epsilon,
+            secure_aggregation=secure_aggregation,
+        )
+    )  # fmt: skip
+    coordinator = Coordinator(folder)
+    started = time.perf_counter()
+    out = run_or_exit(lambda: coordinator.submit(run_config, min_sites))
+    console.print(f"run submitted -> {out}")
+
+    def show(record: dict[str, Any]) -> None:
+        sites = " ".join(f"{n[:5]} {s['accuracy']:.3f}" for n, s in record["sites"].items())
+        console.print(
+            f"round {record['round']:>3}/{run_config.rounds}  "
+            f"mean {record['mean_accuracy']:.3f} | {sites}  ({time.perf_counter() - started:.0f} s)"
+        )
+        for site, reason in record.get("refused", {}).items():
+            console.print(f"[yellow]  {site} sent no update: {reason}[/]")
+        for site, reason in record.get("rejected", {}).items():
+            console.print(f"[yellow]  {site}'s update rejected: {reason}[/]")
+
+    run_or_exit(lambda: coordinator.follow(out, run_config.rounds, show, timeout))
+    console.print(f"run finished: {out}")
+
+
+@coordinator_app.command("status")
+def coordinator_status(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+    """Which sites are connected, and the latest run's round."""
+    from fedcare.server.coordinator import Coordinator
+
+    status = run_or_exit(lambda: Coordinator(folder).status())
+    console.print(
+        f"coordinator {status['address']}; run {status['run']} at round {status['round']}"
+    )
+    for site, state in sorted(status["sites"].items()):
+        console.print(f"  {site}: {state}")
+
+
+@coordinator_app.command("stop")
+def coordinator_stop(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+    """Stop the SuperLink and its helper processes."""
+    from fedcare.server.coordinator import Coordinator
+
+    Coordinator(folder).stop()
+    console.print("coordinator stopped")

@@ -1,0 +1,134 @@
+"""The hospital's site daemon and its checks: ``fedcare site ...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedcare.cli.common import (
+    console,
+    err_console,
+    quiet_environment,
+    run_or_exit,
+)
+
+site_app = typer.Typer(help="The hospital site: check data, run the daemon.", no_args_is_help=True)
+
+
+@site_app.command("check")
+def site_check(
+    data: Annotated[Path, typer.Option("--data", help="The site's CSV or Parquet file.")],
+    task: Annotated[
+        str, typer.Option(help="Task whose schema the file must follow.")
+    ] = "heart-disease",
+    name: Annotated[str, typer.Option(help="Site name (for messages).")] = "site",
+) -> None:
+    """Run the data gate (schema + de-identification guard) on a site file; nothing is sent."""
+    from fedcare.tasks import get_task
+
+    loaded = run_or_exit(lambda: get_task(task).load_site(name, data))
+    console.print(
+        f"{data}: passes the {task} data gate; {loaded.n_train} training and {loaded.n_test} "
+        f"test rows after preprocessing, {loaded.x_train.shape[1]} features"
+    )
+
+
+@site_app.command("audit")
+def site_audit(
+    state: Annotated[Path, typer.Option("--state", help="The site's state folder.")],
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the hash chain; exit 4 if broken.")
+    ] = False,
+) -> None:
+    """Show what this site has sent (the audit log), and verify it has not been altered."""
+    from fedcare.chained_log import ChainBrokenError
+    from fedcare.client.audit import audit_log
+
+    log = audit_log(state)
+    try:
+        entries = log.read()
+    except ChainBrokenError as exc:
+        err_console.print(f"[bold red]error:[/] {log.path}: audit log does not verify: {exc}")
+        raise typer.Exit(code=4) from None
+    if not verify:
+        for entry in entries:
+            arrays = ", ".join(f"{a['name']}{tuple(a['shape'])}" for a in entry.get("arrays", []))
+            metrics = {k: v for m in entry.get("metrics", {}).values() for k, v in m.items()}
+            sent = entry.get("error") or {"arrays": arrays, "metrics": metrics}
+            if entry["kind"] == "refused-app":
+                sent = f"refused unapproved app bundle {entry['fab_hash']} (nothing sent)"
+            where = f"run {entry['run_id']} round {entry['round']} {entry['message_type']}"
+            console.print(f"{entry['time']} {where}: {sent}")
+    console.print(f"{log.path}: {len(entries)} entries, hash chain verified")
+
+
+@site_app.command("start")
+def site_start(
+    name: Annotated[str, typer.Option(help="This site's name (as registered).")],
+    data: Annotated[Path, typer.Option(help="The site's CSV or Parquet file.")],
+    state: Annotated[Path, typer.Option(help="State folder: ledger, audit log, logs.")],
+    key: Annotated[Path, typer.Option(help="The site.key issued by the coordinator.")],
+    ca: Annotated[Path, typer.Option(help="The federation's ca.crt.")],
+    coordinator: Annotated[str, typer.Option(help="Coordinator address HOST:PORT.")],
+    max_epsilon: Annotated[float, typer.Option(help="This site's privacy budget.")] = 10.0,
+    delta: Annotated[float | None, typer.Option(help="δ (default min(1e-5, 1/(2n))).")] = None,
+    allow_non_dp: Annotated[bool, typer.Option(help="Also train rounds without DP.")] = False,
+    connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the coordinator.")
+    ] = 60.0,
+    approve_app: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also run this app bundle (FAB sha256); fedcare's own is always approved."
+        ),
+    ] = None,
+    require_secure_aggregation: Annotated[
+        bool, typer.Option(help="Send updates only under SecAgg+ (decline plain rounds).")
+    ] = False,
+) -> None:
+    """Start this hospital's site daemon (a Flower SuperNode) in the background."""
+    quiet_environment()
+    from fedcare.client.daemon import SiteDaemon
+    from fedcare.client.policy import SitePolicy
+
+    def start() -> int:
+        policy = SitePolicy(
+            max_epsilon=max_epsilon,
+            delta=delta,
+            require_dp=not allow_non_dp,
+            require_secure_aggregation=require_secure_aggregation,
+        )
+        return SiteDaemon(state).start(
+            name,
+            data,
+            key,
+            ca,
+            coordinator,
+            policy,
+            connect_timeout_s=connect_timeout,
+            approved_apps=tuple(approve_app or ()),
+        )
+
+    pid = run_or_exit(start)
+    console.print(
+        f"site {name}: connected to {coordinator} (pid {pid}; log {state}/logs/supernode.log)"
+    )
+
+
+@site_app.command("app-hash")
+def site_app_hash() -> None:
+    """The app bundle (FAB) hash of the installed fedcare version: what a site runs by default."""
+    from fedcare.client.executor import fedcare_fab_hash
+
+    console.print(fedcare_fab_hash())
+
+
+@site_app.command("stop")
+def site_stop(state: Annotated[Path, typer.Option(help="The site's state folder.")]) -> None:
+    """Stop this site's daemon and its helper processes."""
+    from fedcare.client.daemon import SiteDaemon
+
+    SiteDaemon(state).stop()
+    console.print(f"site daemon in {state} stopped")
