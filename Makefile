@@ -10,7 +10,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint audit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ demo: $(RUNTIME_STAMP)
 # The whole suite. The deployment end-to-end tests spend most of their time waiting on
 # Flower's polling, so they run in a second pytest beside the rest; both must pass.
 DEPLOYMENT_TESTS := tests/e2e/test_deployment.py
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) audit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(BIN)/python -m pytest $(DEPLOYMENT_TESTS) > .pytest-deployment.log 2>&1 & deployment=$$!; \
@@ -43,6 +43,12 @@ test: $(TEST_STAMP)
 bench: $(RUNTIME_STAMP)
 	$(BIN)/fedcare bench dp
 	$(BIN)/fedcare bench latency
+
+# Security lint of the installed package: any high-severity finding fails (see [tool.bandit]).
+PACKAGE_DIRS := fedcare server client privacy simulations
+audit: $(TEST_STAMP)
+	$(BIN)/bandit -c pyproject.toml -r $(PACKAGE_DIRS) --severity-level high --quiet
+	@echo "bandit: no high-severity finding in $(PACKAGE_DIRS)"
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
