@@ -74,7 +74,8 @@ class SiteDaemon:
             raise ConfigError(
                 f"{ca}: not a PEM CA certificate; copy the federation's ca.crt here"
             ) from None
-        get_task(task).load_site(name, data)  # the data gate: refuses before anything connects
+        # the data gate: refuses before anything connects
+        get_task(task).load_site(name, data, ignore_columns=policy.ignore_columns)
         if self.daemon.alive():
             raise SiteError(f"{self.state_dir}: site daemon already running")
         node_config = SiteIdentity(name, data, self.state_dir, policy).to_node_config()

@@ -1,38 +1,51 @@
 """The site's data gate: read a CSV or Parquet file through a task's schema, or refuse it.
 
 Runs before anything trains. It checks column names, numbers, ranges, allowed levels, missing
-values, the label, the row count and that both classes are present, and it runs the
-de-identification guard; every problem is reported at once, in one line, each naming the file,
-the column and what to do. Only the columns the schema declares are returned, so nothing else
-in the file can reach a model.
+values, the label, the row count and that both classes are present; every problem is reported
+at once, in one line, each naming the file, the column and what to do.
+
+De-identification is an allow-list: a file with named columns may hold only the columns the
+schema declares, plus those the site lists to ignore (``SitePolicy.ignore_columns``); any other
+column refuses the file, named in the message. Ignored columns are never read into a model, but
+they still pass the identifier guard (:mod:`fedcare.deidentify`, by name and by value): the
+export itself must not carry identifiers, so an SSN column cannot be ignored into a federation.
+A declared column with a Safe Harbor ceiling (``ColumnRule.top_code``: ages over 89) refuses
+values above it rather than silently top-coding them: the export is the site's to fix.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fedcare.deidentify import find_identifiers
+from fedcare.deidentify import find_identifiers, strong_identifier
 from fedcare.errors import DataError
 
 MISSING_MARKS = frozenset({"?", "", "na", "nan", "null"})
 MAX_PROBLEMS_SHOWN = 8
+QUOTABLE = re.compile(r"^[\w.+-]{1,10}$")  # a short token like 'high' may be quoted; text never
 
 
 @dataclass(frozen=True)
 class ColumnRule:
-    """One declared column: a number within ``[minimum, maximum]``, optionally from ``levels``."""
+    """One declared column: a number within ``[minimum, maximum]``, optionally from ``levels``.
+
+    ``top_code``: values above it identify a person (HIPAA Safe Harbor: ages over 89) and refuse
+    the file; the value itself is the category "this or above" (90 = "90 or older").
+    """
 
     name: str
     minimum: float
     maximum: float
     levels: tuple[float, ...] | None = None
     missing_allowed: bool = True
+    top_code: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,14 @@ def _read_parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]
     return names, rows
 
 
-def read_site_table(path: Path, schema: TableSchema) -> np.ndarray:
-    """The declared columns of ``path`` as floats (NaN = missing), or :class:`DataError`."""
+def read_site_table(
+    path: Path, schema: TableSchema, ignore_columns: tuple[str, ...] = ()
+) -> np.ndarray:
+    """The declared columns of ``path`` as floats (NaN = missing), or :class:`DataError`.
+
+    ``ignore_columns``: undeclared columns the site allows in its export (never read; still
+    checked by the identifier guard). Any other undeclared column refuses the file.
+    """
     if not path.is_file():
         raise DataError(f"{path}: data file not found; check the site's data path")
     header: list[str] | None
@@ -135,10 +154,7 @@ def read_site_table(path: Path, schema: TableSchema) -> np.ndarray:
         values_by_column = {
             name: [f[i] if i < len(f) else "" for _, f in rows] for i, name in enumerate(header)
         }
-        declared = {c.name for c in schema.columns}
-        problems += find_identifiers(
-            values_by_column, numeric_columns={k for k in values_by_column if k.lower() in declared}
-        )
+        problems += _allow_list_problems(header, values_by_column, schema, ignore_columns)
         missing = [c.name for c in schema.columns if c.name not in by_name]
         if missing:
             problems.append(
@@ -171,6 +187,61 @@ def read_site_table(path: Path, schema: TableSchema) -> np.ndarray:
     return table
 
 
+def _allow_list_problems(
+    header: list[str],
+    values_by_column: dict[str, list[str]],
+    schema: TableSchema,
+    ignore_columns: tuple[str, ...],
+) -> list[str]:
+    """Identifier-like columns (each with the rule that hit), then every other undeclared one."""
+    declared = {name.lower() for name in schema.names}
+    ignored = {name.strip().lower() for name in ignore_columns}
+    problems = [
+        f"--ignore-column {name}: the task reads this column, it cannot be ignored"
+        for name in ignore_columns
+        if name.strip().lower() in declared
+    ]
+    seen = [c.lower() for c in header]
+    repeated = sorted({c for c in header if c and seen.count(c.lower()) > 1})
+    if repeated:  # a second column of the same name would hide the first from every check
+        problems.append(
+            f"column(s) {', '.join(repr(c) for c in repeated)} appear more than once; "
+            "export each column once"
+        )
+    findings = find_identifiers(
+        values_by_column, numeric_columns={c for c in header if c.lower() in declared}
+    )
+    for finding in findings:
+        note = " (listed to ignore, but an identifier cannot be ignored)"
+        problems.append(
+            f"column '{finding.column}'{note if finding.column.lower() in ignored else ''} "
+            f"looks like {finding.why}: remove it from the export; fedcare only takes "
+            "de-identified data"
+        )
+    flagged = {f.column for f in findings}
+    undeclared = [
+        c
+        for c in header
+        if c.lower() not in declared | ignored
+        and c not in flagged
+        and (c or any(v.strip() for v in values_by_column[c]))  # a trailing comma is no column
+    ]
+    if undeclared:
+        problems.append(
+            f"column(s) {', '.join(repr(c) for c in undeclared)} not declared by the task (it "
+            f"reads {', '.join(schema.names)}): remove them from the export, or list each "
+            "harmless one with --ignore-column NAME"
+        )
+    return problems
+
+
+def _shown(raw: str) -> str:
+    """A bad value as the message may show it: short tokens only, never text or an identifier."""
+    if QUOTABLE.match(raw) and strong_identifier(raw) is None:
+        return f"{raw!r} "
+    return "(not shown) "
+
+
 def _check_column(
     rule: ColumnRule,
     is_label: bool,
@@ -181,6 +252,7 @@ def _check_column(
     non_numeric: list[tuple[int, str]] = []
     non_finite: list[tuple[int, str]] = []
     out_of_range: list[tuple[int, str]] = []
+    above_top_code: list[int] = []
     missing: list[int] = []
     for i, (number, fields) in enumerate(rows):
         raw = fields[position].strip() if position < len(fields) else ""
@@ -198,19 +270,28 @@ def _check_column(
         if not rule.minimum <= value <= rule.maximum or (rule.levels and value not in rule.levels):
             out_of_range.append((number, raw))
             continue
+        if rule.top_code is not None and value > rule.top_code:
+            above_top_code.append(number)
+            continue
         out[i] = value
     problems = []
     where = f"column '{rule.name}'"
     if non_numeric:
         n, raw = non_numeric[0]
         problems.append(
-            f"{where}: {len(non_numeric)} value(s) not a number, first {raw!r} at line {n}; "
+            f"{where}: {len(non_numeric)} value(s) not a number, first {_shown(raw)}at line {n}; "
             "fix them or mark missing values '?'"
         )
     if non_finite:
         n, raw = non_finite[0]
         problems.append(
             f"{where}: {len(non_finite)} value(s) not finite, first {raw!r} at line {n}"
+        )
+    if above_top_code and (top := rule.top_code) is not None:
+        problems.append(
+            f"{where}: {len(above_top_code)} value(s) above {top:g}, first at line "
+            f"{above_top_code[0]} (HIPAA Safe Harbor identifiers); top-code every value above "
+            f"{top - 1:g} to {top:g} in the export, the category '{top:g} or above'"
         )
     if out_of_range:
         n, raw = out_of_range[0]

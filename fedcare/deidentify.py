@@ -1,100 +1,177 @@
 """De-identification guard: refuse data that still carries HIPAA Safe Harbor identifiers.
 
-Checked by column name (normalised: case, spaces, dashes) and by value pattern (SSNs, e-mail
-addresses, phone numbers, full dates, ZIP codes, long record-number-like strings), so a renamed
-identifier column is caught by what it holds. The guard reports every offending column at once.
+The data gate is an allow-list (only the task's declared columns are read); this guard is the
+second line, for the columns a site asks the gate to ignore and for the reason given when an
+undeclared column is refused. It checks column names (normalised: camelCase, case, spaces,
+dashes; a trailing number is allowed, so ``zip3`` and ``phone2`` count) and values.
+
+Value rules come in two strengths. A *strong* rule (SSN, e-mail, phone, record-number-like
+code, full date) refuses a column on a single matching value, found anywhere in the value (so
+an SSN inside a note counts): one leaked SSN is a leak, and a column where "only some rows"
+match is still an identifier column. A *weak* rule (5-digit ZIP, long number, person name,
+street address, free-text note) could match harmless values by chance, so it needs at least
+:data:`MIN_MATCH_SHARE` of the column's non-empty values. Messages name the column, the rule
+and how many values matched, never a value.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
-# (column-name words, what they are): a word matches between underscores of the normalised name.
+MIN_MATCH_SHARE = 0.5  # a weak rule flags a column when at least half its non-empty values match
+FREE_TEXT_MIN_WORDS = 5  # a value of this many words or more is free text, not a code or level
+
+# (column-name words, what they are). A word matches a whole token of the normalised name
+# (tokens are separated by underscores), optionally followed by digits ("zip3", "phone2").
 _NAME_WORDS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("first_name", "last_name", "given_name", "family_name", "middle_name", "full_name",
-      "patient_name", "maiden_name"), "a person's name"),
+    (("name", "names", "surname", "forename", "first_name", "last_name", "given_name",
+      "family_name", "middle_name", "full_name", "patient_name", "maiden_name", "initials",
+      "patient"), "a person's name"),
     (("mrn", "medical_record", "medical_record_number", "record_number", "record_no", "record_id",
-      "chart_number", "chart_no", "patient_id", "hospital_number"), "a medical record number"),
+      "chart_number", "chart_no", "patient_id", "hospital_number", "id", "identifier", "uuid",
+      "guid", "encounter", "accession"), "a record number or identifier"),
     (("ssn", "social_security", "social_security_number", "nhs_number", "national_id",
-      "passport"), "a national identifier"),
-    (("email", "e_mail", "email_address"), "an e-mail address"),
-    (("phone", "telephone", "mobile", "cell_phone", "fax", "phone_number"), "a phone number"),
-    (("address", "street", "addr", "city", "county", "town"), "a street address or place"),
-    (("zip", "zipcode", "zip_code", "postcode", "postal_code"), "a ZIP code"),
-    (("dob", "birthdate", "birth_date", "date_of_birth", "admission_date", "admit_date",
-      "discharge_date", "death_date", "date_of_death", "visit_date"), "a full date"),
-    (("ip_address", "url", "account_number", "license_number", "device_serial", "vehicle_id",
-      "health_plan"), "an identifier"),
+      "passport", "insurance_number", "member_id"), "a national identifier"),
+    (("email", "e_mail", "email_address", "mail"), "an e-mail address"),
+    (("phone", "telephone", "tel", "mobile", "cell_phone", "fax", "phone_number"),
+     "a phone number"),
+    (("address", "street", "addr", "city", "county", "town", "geocode", "latitude", "longitude",
+      "lat", "lon"), "a street address or place"),
+    (("zip", "zipcode", "zip_code", "postcode", "postal", "postal_code"), "a ZIP code"),
+    (("dob", "birth", "birthday", "birthdate", "birth_date", "date_of_birth", "born", "date",
+      "dates", "datetime", "timestamp"), "a date"),
+    (("note", "notes", "comment", "comments", "remark", "remarks", "narrative", "free_text",
+      "text", "description"), "free text"),
+    (("ip", "ip_address", "url", "account", "account_number", "license", "license_number",
+      "licence", "device_serial", "serial", "vehicle_id", "health_plan", "photo", "biometric",
+      "fingerprint"), "an identifier"),
 )  # fmt: skip
-_NAME_RULES: tuple[tuple[str, str], ...] = tuple(
-    (r"(^|_)(" + "|".join(words) + r")($|_)", what) for words, what in _NAME_WORDS
+_NAME_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(r"(^|_)(" + "|".join(words) + r")\d*($|_)"), what) for words, what in _NAME_WORDS
 )
 
-_VALUE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^\d{3}-\d{2}-\d{4}$"), "social security numbers"),
-    (re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"), "e-mail addresses"),
-    (re.compile(r"^(\+?\d{1,2}[ .-]?)?\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}$"), "phone numbers"),
-    (re.compile(r"^\d{4}-\d{2}-\d{2}([ T].*)?$|^\d{1,2}/\d{1,2}/\d{2,4}$"), "full dates"),
-    (re.compile(r"^\d{5}(-\d{4})?$"), "ZIP codes"),
-    (re.compile(r"^[A-Za-z]{1,4}\d{5,}$"), "record-number-like codes"),
+_MONTH = (
+    r"(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sep(t(ember)?)?"
+    r"|oct(ober)?|nov(ember)?|dec(ember)?)"
+)
+_START = r"(?<![\w.+-])"  # not inside a longer word, number or e-mail address
+_END = r"(?![\w]|[.,]\d)"  # not followed by more of a word or a decimal part
+
+# Strong rules: one value anywhere in the column is enough.
+_STRONG_PATTERNS: dict[str, tuple[str, ...]] = {
+    "social security numbers": (r"\d{3}[- ]\d{2}[- ]\d{4}",),
+    "e-mail addresses": (r"[\w.+-]+@[\w-]+(\.[\w-]+)*\.[a-z]{2,}",),
+    "phone numbers": (
+        r"(\+?\d{1,3}[ .-]?)?(\(\d{3}\)|\d{3})[ .-]?\d{3}[ .-]\d{4}",
+        r"\+?\d{10,11}",  # without separators
+        r"\+\d{12,13}",
+    ),
+    "record-number-like codes": (r"[a-z]{1,4}[-#:]?\d{5,}", r"0\d{5,}"),  # MRN0012345, 00123456
+    "ZIP codes": (r"\d{5}-\d{4}",),  # ZIP+4; a plain 5-digit number is a weak rule
+    "full dates": (
+        r"(19|20)\d{2}-\d{1,2}-\d{1,2}",
+        r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}",
+        r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])",  # 19610303
+        r"\d{1,2}(st|nd|rd|th)?[ -]" + _MONTH + r"\.?[ ,-]+\d{2,4}",  # 3 March 1961, 03-Mar-1961
+        _MONTH + r"\.? \d{1,2}(st|nd|rd|th)?,? \d{2,4}",  # March 3, 1961
+    ),
+}
+_STRONG_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(_START + "(" + "|".join(patterns) + ")" + _END, re.IGNORECASE), what)
+    for what, patterns in _STRONG_PATTERNS.items()
+)
+
+_NAME_TOKEN = r"[A-Z][a-z]*(['-][A-Z]?[a-z]+)*\.?"  # Smith, O'Neil, Mary-Jane, J.
+_UPPER_TOKEN = r"[A-Z]+(['-][A-Z]+)*\.?"  # SMITH, O'NEIL
+# Weak rules: at least MIN_MATCH_SHARE of the non-empty values must match (the whole value).
+_WEAK_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^\d{5}$"), "ZIP codes"),
+    (re.compile(r"^\d{7,9}$"), "record-number-like codes"),
     (
         re.compile(r"^\d+\s+\w+.*\b(st|street|ave|avenue|rd|road|blvd|lane|ln|dr|drive)\.?$", re.I),
         "street addresses",
     ),
-    (re.compile(r"^[A-Z][a-z]+(-[A-Z][a-z]+)?,? [A-Z][a-z]+(-[A-Z][a-z]+)?$"), "person names"),
+    (
+        re.compile(
+            rf"^({_NAME_TOKEN},? {_NAME_TOKEN}( {_NAME_TOKEN}){{0,2}}"
+            rf"|{_UPPER_TOKEN},? {_UPPER_TOKEN}( {_UPPER_TOKEN}){{0,2}})$"
+        ),
+        "person names",
+    ),
+    (re.compile(rf"^(\S+\s+){{{FREE_TEXT_MIN_WORDS - 1},}}\S+$"), "free-text notes"),
 )
+# Categorical levels repeat; names and notes mostly do not. A weak text rule needs this many
+# distinct matching values per matching value, so "Typical Angina" x 300 is not a name.
+_DISTINCT_RULES = frozenset({"person names", "free-text notes", "street addresses"})
+MIN_DISTINCT_SHARE = 0.5
 
-MIN_MATCH_SHARE = 0.5  # a column is flagged when at least half its non-empty values match
+
+@dataclass(frozen=True)
+class Finding:
+    """A column that looks like an identifier, and why (what, by which rule)."""
+
+    column: str
+    why: str  # e.g. "a date (by its name)", "phone numbers (by its values: 2 of 12; ...)"
 
 
 def normalise(column: str) -> str:
-    """``"Date of Birth"`` -> ``"date_of_birth"``."""
-    return re.sub(r"[^a-z0-9]+", "_", column.strip().lower()).strip("_")
-
-
-_EXACT_NAMES = {"name": "a person's name", "surname": "a person's name", "patient": "a patient"}
+    """``"Date of Birth"`` -> ``"date_of_birth"``; ``"PatientName"`` -> ``"patient_name"``."""
+    split = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", column.strip())
+    return re.sub(r"[^a-z0-9]+", "_", split.lower()).strip("_")
 
 
 def identifier_by_name(column: str) -> str | None:
     """What identifier the column's name suggests, or None."""
     name = normalise(column)
-    if name in _EXACT_NAMES:
-        return _EXACT_NAMES[name]
     for pattern, what in _NAME_RULES:
-        if re.search(pattern, name):
+        if pattern.search(name):
+            return what
+    return None
+
+
+def strong_identifier(value: str) -> str | None:
+    """The strong identifier found anywhere in ``value`` (e.g. an SSN inside a note), or None."""
+    for pattern, what in _STRONG_RULES:
+        if pattern.search(value):
             return what
     return None
 
 
 def identifier_by_values(values: Sequence[str]) -> str | None:
-    """What identifier most of the column's values look like, or None."""
+    """What identifier the values look like, with the rule that hit, or None."""
     present = [v.strip() for v in values if v and v.strip()]
     if not present:
         return None
-    for pattern, what in _VALUE_RULES:
-        matches = sum(1 for v in present if pattern.match(v))
-        if matches / len(present) >= MIN_MATCH_SHARE:
-            return what
+    for pattern, what in _STRONG_RULES:
+        matches = sum(1 for v in present if pattern.search(v))
+        if matches:
+            return f"{what} (by its values: {matches} of {len(present)}; one is enough)"
+    for pattern, what in _WEAK_RULES:
+        matching = [v for v in present if pattern.match(v)]
+        if len(matching) / len(present) < MIN_MATCH_SHARE:
+            continue
+        if what in _DISTINCT_RULES and len(set(matching)) < MIN_DISTINCT_SHARE * len(matching):
+            continue
+        return f"{what} (by its values: {len(matching)} of {len(present)})"
     return None
 
 
-def find_identifiers(columns: Mapping[str, Sequence[str]], numeric_columns: set[str]) -> list[str]:
-    """One problem per identifier-like column (name first, then values).
+def find_identifiers(
+    columns: Mapping[str, Sequence[str]], numeric_columns: Collection[str]
+) -> list[Finding]:
+    """One finding per identifier-like column (its name first, then its values).
 
     ``numeric_columns`` are declared numeric by the task; their values are not pattern-checked
-    (a cholesterol of 23456 is implausible, not a ZIP code), their names still are.
+    (a cholesterol of 23456 is implausible, not a ZIP code; the task's range checks catch it),
+    their names still are.
     """
-    problems: list[str] = []
+    findings: list[Finding] = []
     for column, values in columns.items():
         what = identifier_by_name(column)
-        how = "its name"
-        if what is None and column not in numeric_columns:
-            what = identifier_by_values(values)
-            how = "its values"
         if what is not None:
-            problems.append(
-                f"column '{column}' looks like {what} (by {how}): remove it from the export; "
-                "fedcare only takes de-identified data"
-            )
-    return problems
+            findings.append(Finding(column, f"{what} (by its name)"))
+        elif column not in numeric_columns and (why := identifier_by_values(values)) is not None:
+            findings.append(Finding(column, why))
+    return findings

@@ -24,11 +24,24 @@ def site_check(
         str, typer.Option(help="Task whose schema the file must follow.")
     ] = "heart-disease",
     name: Annotated[str, typer.Option(help="Site name (for messages).")] = "site",
+    ignore_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An extra column of the export that is never read (repeatable); it is still "
+            "checked for identifiers."
+        ),
+    ] = None,
 ) -> None:
     """Run the data gate (schema + de-identification guard) on a site file; nothing is sent."""
-    from fedcare.tasks import get_task
+    from fedcare.client.policy import SitePolicy
+    from fedcare.tasks import SiteData, get_task
 
-    loaded = run_or_exit(lambda: get_task(task).load_site(name, data))
+    def check() -> SiteData:
+        # Through the site policy, so a name `site start` would refuse is refused here too.
+        policy = SitePolicy(ignore_columns=tuple(ignore_column or ()))
+        return get_task(task).load_site(name, data, ignore_columns=policy.ignore_columns)
+
+    loaded = run_or_exit(check)
     console.print(
         f"{data}: passes the {task} data gate; {loaded.n_train} training and {loaded.n_test} "
         f"test rows after preprocessing, {loaded.x_train.shape[1]} features"
@@ -87,6 +100,10 @@ def site_start(
     require_secure_aggregation: Annotated[
         bool, typer.Option(help="Send updates only under SecAgg+ (decline plain rounds).")
     ] = False,
+    ignore_column: Annotated[
+        list[str] | None,
+        typer.Option(help="An extra column of the export the data gate ignores (repeatable)."),
+    ] = None,
 ) -> None:
     """Start this hospital's site daemon (a Flower SuperNode) in the background."""
     quiet_environment()
@@ -99,6 +116,7 @@ def site_start(
             delta=delta,
             require_dp=not allow_non_dp,
             require_secure_aggregation=require_secure_aggregation,
+            ignore_columns=tuple(ignore_column or ()),
         )
         return SiteDaemon(state).start(
             name,

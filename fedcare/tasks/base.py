@@ -51,8 +51,12 @@ class Task(Protocol):
     name: str
     n_features: int
 
-    def load_site(self, site: str, path: Path) -> SiteData:
-        """Read, validate, preprocess and split one site's raw data file."""
+    def load_site(self, site: str, path: Path, ignore_columns: tuple[str, ...] = ()) -> SiteData:
+        """Read, validate, preprocess and split one site's raw data file.
+
+        ``ignore_columns``: undeclared columns the site allows in the file (its policy); they
+        are never read, and still refuse the file if they look like identifiers.
+        """
         ...
 
     def build_model(self, model: ModelName, seed: int) -> nn.Module:

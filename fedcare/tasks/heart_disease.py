@@ -35,11 +35,13 @@ SPLIT_SEED = 43
 MLP_HIDDEN = 32
 
 
+# HIPAA Safe Harbor: ages over 89 identify a person; 90 stands for "90 or older".
+AGE_TOP_CODE = 90
 # Plausible ranges of the processed UCI files; 0 marks a missing cholesterol or blood pressure
-# at some sites (kept, as FLamby does).
+# at some sites (kept, as FLamby does). The oldest patient in the four UCI files is 77.
 SCHEMA = TableSchema(
     columns=(
-        ColumnRule("age", 1, 120),
+        ColumnRule("age", 1, 120, top_code=AGE_TOP_CODE),
         ColumnRule("sex", 0, 1, levels=(0, 1)),
         ColumnRule("cp", 1, 4, levels=(1, 2, 3, 4)),
         ColumnRule("trestbps", 0, 300),
@@ -60,13 +62,14 @@ SCHEMA = TableSchema(
 RAW_COLUMNS: tuple[str, ...] = SCHEMA.names  # the UCI files' 14 columns, in file order
 
 
-def read_raw(path: Path) -> np.ndarray:
+def read_raw(path: Path, ignore_columns: tuple[str, ...] = ()) -> np.ndarray:
     """One site's 14 declared columns through the data gate; NaN marks a missing value.
 
     Accepts the UCI layout (headerless, 14 columns) and CSV or Parquet files with named columns
-    (any order; undeclared columns are never read, identifier-like ones refuse the file).
+    in any order. Any other column refuses the file unless listed in ``ignore_columns`` (never
+    read); an identifier-like column refuses it even then.
     """
-    return read_site_table(path, SCHEMA)
+    return read_site_table(path, SCHEMA, ignore_columns)
 
 
 def flamby_features(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +119,8 @@ class HeartDiseaseTask:
     name = "heart-disease"
     n_features = len(FEATURE_NAMES)
 
-    def load_site(self, site: str, path: Path) -> SiteData:
-        features, labels = flamby_features(read_raw(path))
+    def load_site(self, site: str, path: Path, ignore_columns: tuple[str, ...] = ()) -> SiteData:
+        features, labels = flamby_features(read_raw(path, ignore_columns))
         if features.shape[0] < 2 or np.unique(labels).size < 2:
             raise DataError(
                 f"{path}: site '{site}' needs complete rows of both classes to train; "
