@@ -1,4 +1,4 @@
-"""The federation's PKI: ``fedcare pki ...``."""
+"""The federation's PKI: ``fedcare pki ...`` (run by the model owner)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import typer
 
 from fedcare.cli.common import (
     console,
+    err_console,
     run_or_exit,
 )
 
 pki_app = typer.Typer(
-    help="The federation's CA, TLS certificate and site keys.", no_args_is_help=True
+    help="The federation's CA, TLS certificate and site registrations.", no_args_is_help=True
 )
 
 
@@ -21,30 +22,57 @@ pki_app = typer.Typer(
 def pki_init(
     folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.")],
     host: Annotated[
-        list[str] | None, typer.Option(help="Host name or IP sites connect to (repeat).")
+        list[str] | None,
+        typer.Option(help="Host name or IP sites connect to (repeat); loopback is always added."),
+    ] = None,
+    ca_key_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the CA private key (default DIR/offline-ca)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace existing keys.")] = False,
 ) -> None:
     """Create the federation's CA and the coordinator's TLS certificate."""
     from fedcare.privacy.pki import init_federation
 
-    written = run_or_exit(
-        lambda: init_federation(folder, host or ["localhost", "127.0.0.1"], force)
+    made = run_or_exit(
+        lambda: init_federation(folder, host or ["localhost", "127.0.0.1"], force, ca_key_dir)
     )
-    console.print("created " + ", ".join(str(p) for p in written) + " (private keys 0600)")
+    console.print(
+        f"created {made.ca_cert}, {made.server_cert} and {made.server_key} (0600); "
+        f"give {made.ca_cert} to every site"
+    )
+    err_console.print(
+        f"CA private key: {made.ca_key} (0600). Move it offline now (e.g. to an encrypted USB "
+        "stick): the coordinator does not need it to run.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @pki_app.command("add-site")
 def pki_add_site(
     name: Annotated[str, typer.Argument(help="Site name.")],
     folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.")],
-    force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="The site.pub the site sent you (from 'fedcare site keygen')."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing registration.")] = False,
 ) -> None:
-    """Create a site's key pair and register its public key with the coordinator."""
+    """Register a site's public key (made at the site) with the coordinator."""
+    from fedcare.errors import ConfigError
     from fedcare.privacy.pki import add_site
 
-    keys = run_or_exit(lambda: add_site(folder, name, force))
+    def register() -> Path:
+        if public_key is None:
+            raise ConfigError(
+                f"pki add-site {name}: --public-key FILE is required; the site creates its key "
+                "pair with 'fedcare site keygen --state STATE' and sends you its site.pub"
+            )
+        return add_site(folder, name, public_key, force)
+
+    registered = run_or_exit(register)
     console.print(
-        f"site {name}: give {keys.private_key} and {folder / 'ca.crt'} to the site; public key "
-        f"{keys.public_key} is registered (a running coordinator: 'coordinator register')"
+        f"site {name}: public key registered as {registered} (a running coordinator: "
+        f"'fedcare coordinator register --dir {folder}'); give the site {folder / 'ca.crt'}"
     )

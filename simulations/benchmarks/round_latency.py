@@ -19,7 +19,7 @@ from fedcare.client.executor import fab_hash
 from fedcare.client.policy import SitePolicy
 from fedcare.config import RunConfig, StrategyName
 from fedcare.flower_app import write_flower_app
-from fedcare.privacy.pki import add_site, init_federation
+from fedcare.privacy.pki import add_site, generate_site_key, init_federation
 from fedcare.server.coordinator import Coordinator
 from fedcare.simulations.scenarios import embedded_data_dir
 from fedcare.simulations.simulate import simulate
@@ -70,13 +70,15 @@ def run_latency_benchmark(
         init_federation(coord.root, ["127.0.0.1", "localhost"])
         daemons = []
         try:
-            keys = {site: add_site(coord.root, site) for site in SITES}
+            keys = {site: generate_site_key(root / "sites" / site, site) for site in SITES}
+            for site in SITES:  # each site made its key pair; the owner registers the public key
+                add_site(coord.root, site, keys[site].public_key)
             progress("deployment: starting SuperLink and 3 SuperNodes over TLS ...")
-            address = coord.start()
             stock = coord.new_run_folder()
             run_config = {"rounds": rounds, "min-sites": len(SITES), "out-dir": str(stock)}
             stock_app = write_flower_app(stock / "app", run_config, STOCK_SERVER, STOCK_CLIENT)
-            approved = (fab_hash(stock_app),)  # the sites approve the stock bundle for this test
+            approved = (fab_hash(stock_app),)  # both hosts approve the stock bundle for this test
+            address = coord.start(approved_apps=approved)
             for site in SITES:
                 daemon = SiteDaemon(root / "sites" / site)
                 daemon.start(
