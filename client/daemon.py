@@ -21,7 +21,7 @@ from fedcare.client.executor import fedcare_fab_hash
 from fedcare.client.policy import SitePolicy
 from fedcare.client.site import SiteIdentity
 from fedcare.errors import ConfigError, FedcareError
-from fedcare.processes import Daemon, flower_environment, free_port
+from fedcare.processes import Daemon, flower_environment, free_port, private_dir
 from fedcare.tasks import get_task
 
 CONNECT_TIMEOUT_S = 60.0
@@ -65,8 +65,8 @@ class SiteDaemon:
         """Check key, CA and data, start the SuperNode, wait until it is authenticated."""
         if not key.is_file():
             raise ConfigError(
-                f"{key}: site key not found; create it at the coordinator with "
-                f"'fedcare pki add-site {name}' and copy site.key here"
+                f"{key}: site key not found; create it here with 'fedcare site keygen "
+                f"--state {self.state_dir} --name {name}' and send site.pub to the model owner"
             )
         try:
             x509.load_pem_x509_certificate(ca.read_bytes())
@@ -96,7 +96,7 @@ class SiteDaemon:
             "--port", str(port),
             "--isolation", "process",  # ClientApps run only through the site's executor
         ]  # fmt: skip
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)  # ledger, audit log, logs: this user's only
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         environment = flower_environment(self.state_dir / "flwr-home")
         approved = (fedcare_fab_hash(), *approved_apps)
@@ -149,6 +149,6 @@ def _diagnose(log: str, coordinator: str) -> str | None:
     if any(marker in lowered for marker in refused):
         return (
             "the coordinator refused this site's key (not registered); ask the coordinator to "
-            "run 'fedcare pki add-site' and restart with the site.key it issued"
+            "register this site's site.pub ('fedcare pki add-site NAME --public-key site.pub')"
         )
     return None

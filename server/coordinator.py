@@ -12,6 +12,7 @@ Everything lives in one folder (the PKI folder from ``fedcare pki init``)::
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -25,10 +26,11 @@ from fedcare.atomic import write_bytes_atomic, write_json_atomic
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
-from fedcare.privacy.pki import CA_CERT, REGISTRY, SERVER_CERT, SERVER_KEY, read_registry
-from fedcare.processes import Daemon, flower_environment, free_port
+from fedcare.privacy.pki import CA_CERT, CA_KEY, REGISTRY, SERVER_CERT, SERVER_KEY, read_registry
+from fedcare.processes import Daemon, flower_environment, free_port, private_dir
 from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, default_runtime_config
 
+logger = logging.getLogger(__name__)
 CONNECTION = "fedcare"
 START_TIMEOUT_S = 60.0
 STATUS_EVERY_S = 5.0
@@ -77,6 +79,12 @@ class Coordinator:
                 raise ConfigError(
                     f"{self.root / name}: missing; run 'fedcare pki init --dir {self.root}'"
                 )
+        private_dir(self.root)  # keys, superlink.db, logs, runs: readable by this user only
+        if (self.root / CA_KEY).exists():  # never needed here: it signs only at 'pki init'
+            logger.warning(
+                "warning: %s: the CA private key sits beside the coordinator; move it offline",
+                self.root / CA_KEY,
+            )
         if self.daemon.alive():
             raise CoordinatorError(f"{self.root}: coordinator already running at {self.address()}")
         port = port or free_port(host)

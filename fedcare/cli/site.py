@@ -77,14 +77,35 @@ def site_audit(
     console.print(f"{log.path}: {len(entries)} entries, hash chain verified")
 
 
+@site_app.command("keygen")
+def site_keygen(
+    state: Annotated[Path, typer.Option(help="State folder: the key pair is written here.")],
+    name: Annotated[str, typer.Option(help="This site's name (the key's comment).")] = "site",
+    force: Annotated[bool, typer.Option(help="Replace an existing key pair.")] = False,
+) -> None:
+    """Create this site's key pair here; only the public key (site.pub) goes to the owner."""
+    from fedcare.privacy.pki import generate_site_key
+
+    keys = run_or_exit(lambda: generate_site_key(state, name, force))
+    console.print(keys.public_line, highlight=False, soft_wrap=True)
+    console.print(
+        f"private key {keys.private_key} (0600) stays here; send {keys.public_key} to the model "
+        f"owner, who registers it with 'fedcare pki add-site {name} --public-key site.pub'",
+        highlight=False,
+    )
+
+
 @site_app.command("start")
 def site_start(
     name: Annotated[str, typer.Option(help="This site's name (as registered).")],
     data: Annotated[Path, typer.Option(help="The site's CSV or Parquet file.")],
     state: Annotated[Path, typer.Option(help="State folder: ledger, audit log, logs.")],
-    key: Annotated[Path, typer.Option(help="The site.key issued by the coordinator.")],
     ca: Annotated[Path, typer.Option(help="The federation's ca.crt.")],
     coordinator: Annotated[str, typer.Option(help="Coordinator address HOST:PORT.")],
+    key: Annotated[
+        Path | None,
+        typer.Option(help="This site's private key (default STATE/site.key, from site keygen)."),
+    ] = None,
     max_epsilon: Annotated[float, typer.Option(help="This site's privacy budget.")] = 10.0,
     delta: Annotated[float | None, typer.Option(help="δ (default min(1e-5, 1/(2n))).")] = None,
     allow_non_dp: Annotated[bool, typer.Option(help="Also train rounds without DP.")] = False,
@@ -109,6 +130,7 @@ def site_start(
     quiet_environment()
     from fedcare.client.daemon import SiteDaemon
     from fedcare.client.policy import SitePolicy
+    from fedcare.privacy.pki import SITE_KEY
 
     def start() -> int:
         policy = SitePolicy(
@@ -121,7 +143,7 @@ def site_start(
         return SiteDaemon(state).start(
             name,
             data,
-            key,
+            key or state / SITE_KEY,
             ca,
             coordinator,
             policy,

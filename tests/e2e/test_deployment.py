@@ -53,8 +53,14 @@ def federation(
     started: list[Path] = []
     try:
         assert fedcare("pki", "init", "--dir", str(coord)).returncode == 0
-        for site in SITES:
-            assert fedcare("pki", "add-site", site, "--dir", str(coord)).returncode == 0
+        for site in SITES:  # each hospital makes its key pair; the owner registers site.pub
+            keygen = fedcare("site", "keygen", "--state", str(root / site), "--name", site)
+            assert keygen.returncode == 0, keygen.stderr
+            public_key = str(root / site / "site.pub")
+            added = fedcare(
+                "pki", "add-site", site, "--dir", str(coord), "--public-key", public_key
+            )
+            assert added.returncode == 0, added.stderr
         result = fedcare("coordinator", "start", "--dir", str(coord))
         assert result.returncode == 0, result.stderr
         started.append(coord / "superlink.pid")
@@ -64,8 +70,7 @@ def federation(
             state = root / site
             result = fedcare(
                 "site", "start", "--name", site, "--data", str(site_paths[site]),
-                "--state", str(state), "--key", str(coord / "sites" / site / "site.key"),
-                "--ca", str(coord / "ca.crt"),
+                "--state", str(state), "--ca", str(coord / "ca.crt"),
                 "--coordinator", address, "--allow-non-dp",
             )  # fmt: skip
             started.append(state / "supernode.pid")
@@ -192,14 +197,11 @@ def test_audit_logs_verify_and_hold_only_weights_and_allowed_metrics(
 def test_unregistered_site_key_is_refused(
     federation: dict[str, Any], site_paths: dict[str, Path]
 ) -> None:
-    coord = federation["coord"]
-    assert (
-        fedcare("pki", "add-site", "rogue", "--dir", str(coord)).returncode == 0
-    )  # not registered
+    coord, rogue = federation["coord"], federation["root"] / "rogue"
+    assert fedcare("site", "keygen", "--state", str(rogue)).returncode == 0  # never registered
     result = fedcare(
         "site", "start", "--name", "rogue", "--data", str(site_paths["va"]),
-        "--state", str(federation["root"] / "rogue"),
-        "--key", str(coord / "sites" / "rogue" / "site.key"), "--ca", str(coord / "ca.crt"),
+        "--state", str(rogue), "--ca", str(coord / "ca.crt"),
         "--coordinator", federation["address"], "--allow-non-dp",
     )  # fmt: skip
     assert result.returncode != 0
@@ -214,7 +216,7 @@ def test_site_with_another_federations_ca_is_refused(
     result = fedcare(
         "site", "start", "--name", "va", "--data", str(site_paths["va"]),
         "--state", str(tmp_path / "va"),
-        "--key", str(federation["coord"] / "sites" / "va" / "site.key"),
+        "--key", str(federation["root"] / "va" / "site.key"),
         "--ca", str(tmp_path / "other" / "ca.crt"), "--coordinator", federation["address"],
     )  # fmt: skip
     assert result.returncode != 0
