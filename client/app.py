@@ -2,7 +2,9 @@
 
 It trains or evaluates on the site's own records and replies with weights and the allow-listed
 metrics of :mod:`fedcare.messages` only; records, predictions and exact counts never leave. A
-round the site declines gets a Flower error reply carrying only an allow-listed reason.
+round the site declines gets a Flower error reply carrying only an allow-listed reason. Every
+train and evaluate reply of a deployed site also carries its ledger head, signed with the site
+key (:mod:`fedcare.privacy.ledger_signing`), so the coordinator sees a ledger that went back.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from fedcare.client.secure_aggregation import secure_aggregation_mod
 from fedcare.client.site import SiteIdentity, load_site_data, resolve_site
 from fedcare.errors import DataError
 from fedcare.privacy.errors import LedgerCorruptError
+from fedcare.privacy.ledger_signing import current_head, load_private_key, sign_head
 from fedcare.tasks import get_task
 from fedcare.training import evaluate
 from fedcare.weights import load_record
@@ -53,6 +56,13 @@ def _reply(
             keys.SITE: ConfigRecord({keys.SITE_NAME: site.name}),
         }
     )
+    if site.key_path is not None:
+        text, signature = sign_head(
+            current_head(site.state_dir, site.name), load_private_key(site.key_path)
+        )
+        content[keys.LEDGER] = ConfigRecord(
+            {keys.LEDGER_HEAD: text, keys.LEDGER_SIGNATURE: signature}
+        )
     if arrays is not None:
         content[keys.ARRAYS] = arrays
     return Message(content=content, reply_to=msg)

@@ -91,6 +91,24 @@ def refusal_entry(state_dir: Path, run_id: str, fab_hash: str) -> None:
     )
 
 
+def ledger_reset_entry(state_dir: Path, moved_to: Path | None, resets: int) -> None:
+    """Record that the site started a new privacy ledger (``site start --reset-ledger``).
+
+    The reset also raises the count in every signed ledger head, so the coordinator sees it.
+    """
+    audit_log(state_dir).append(
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run_id": None,
+            "round": None,
+            "message_type": None,
+            "kind": "ledger-reset",
+            "resets": resets,
+            "old_ledger": moved_to.name if moved_to else None,
+        }
+    )
+
+
 def _config_value(value: object) -> object:
     """Text and numbers as sent; bytes (SecAgg+ keys, shares, masked vectors) by size and hash."""
     blobs = value if isinstance(value, list) else [value]

@@ -78,7 +78,9 @@ class SiteDaemon:
         get_task(task).load_site(name, data, ignore_columns=policy.ignore_columns)
         if self.daemon.alive():
             raise SiteError(f"{self.state_dir}: site daemon already running")
-        node_config = SiteIdentity(name, data, self.state_dir, policy).to_node_config()
+        node_config = SiteIdentity(
+            name, data, self.state_dir, policy, key_path=key.resolve()
+        ).to_node_config()  # the key also signs every reply's ledger head
         for field, value in node_config.items():
             if isinstance(value, str) and not _SAFE_VALUE.match(value):
                 raise ConfigError(

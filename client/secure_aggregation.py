@@ -84,4 +84,6 @@ def _masked_update(msg: Message, context: Context, call_next: ClientAppCallable)
     content = masking_payload(update, weight=float(cast(float, metrics[keys.WEIGHT])))
     content[keys.METRICS] = metrics
     content[keys.SITE] = reply.content.config_records[keys.SITE]
+    if keys.LEDGER in reply.content.config_records:  # the signed ledger head travels along
+        content[keys.LEDGER] = reply.content.config_records[keys.LEDGER]
     return Message(content, reply_to=msg)

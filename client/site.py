@@ -1,10 +1,11 @@
 """Which site this ClientApp serves, where its records and state live, and its policy.
 
 Deployment: the site daemon passes ``site-name``, ``data-path``, ``state-dir`` and the policy
-keys (``max-epsilon``, ``delta``, ``require-dp``, ``require-secure-aggregation``) as node config;
-the data path is read only here, at the site. Simulation: Flower gives each virtual SuperNode a
+keys (``max-epsilon``, ``delta``, ``require-dp``, ``require-secure-aggregation``) as node config,
+and ``site-key``, the site key's path, with which every reply's ledger head is signed; the data
+path is read only here, at the site. Simulation: Flower gives each virtual SuperNode a
 ``partition-id``, which indexes the scenario's site table in the run config (``sim-sites``, same
-keys).
+keys; no site key: a simulation has no authentication, so its replies carry no signed head).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DATA_PATH_KEY = "data-path"
 STATE_DIR_KEY = "state-dir"
 PARTITION_ID_KEY = "partition-id"
 SIM_SITES_KEY = "sim-sites"
+SITE_KEY_KEY = "site-key"
 
 
 @dataclass(frozen=True)
@@ -36,21 +38,29 @@ class SiteIdentity:
     data_path: Path
     state_dir: Path
     policy: SitePolicy
+    key_path: Path | None = None  # signs the ledger head of every reply (deployment only)
 
     def to_node_config(self) -> dict[str, float | str]:
         """The node config a SuperNode (or a simulated one) passes to the ClientApp."""
-        return {
-            SITE_NAME_KEY: self.name,
-            DATA_PATH_KEY: str(self.data_path.resolve()),
-            STATE_DIR_KEY: str(self.state_dir.resolve()),
-        } | self.policy.to_mapping()
+        key = {SITE_KEY_KEY: str(self.key_path.resolve())} if self.key_path else {}
+        return (
+            {
+                SITE_NAME_KEY: self.name,
+                DATA_PATH_KEY: str(self.data_path.resolve()),
+                STATE_DIR_KEY: str(self.state_dir.resolve()),
+            }
+            | key
+            | self.policy.to_mapping()
+        )
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SiteIdentity:
         name = str(values[SITE_NAME_KEY])
         data_path = Path(str(values[DATA_PATH_KEY]))
         state_dir = Path(str(values.get(STATE_DIR_KEY) or data_path.parent / f".fedcare-{name}"))
-        return cls(name, data_path, state_dir, SitePolicy.from_mapping(values))
+        key = values.get(SITE_KEY_KEY)
+        key_path = Path(str(key)) if key else None
+        return cls(name, data_path, state_dir, SitePolicy.from_mapping(values), key_path)
 
 
 def resolve_site(context: Context) -> SiteIdentity:

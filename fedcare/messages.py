@@ -26,6 +26,12 @@ ALLOWED_METRICS: Final = frozenset(
     {TRAIN_LOSS, EVAL_LOSS, EVAL_ACCURACY, EVAL_AUROC, WEIGHT, EPSILON}
 )
 
+# The site's signed ledger head, sent with every train and evaluate reply in a ConfigRecord of
+# its own (fedcare.privacy.ledger_signing): the coordinator refuses a ledger that went back.
+LEDGER: Final = "ledger"
+LEDGER_HEAD: Final = "head"  # the head's canonical JSON text
+LEDGER_SIGNATURE: Final = "signature"  # ECDSA-SHA384 by the site key over exactly that text
+
 # A site that refuses a round replies with a Flower Error carrying one of these, nothing else.
 # Failures are reported the same way, by category only: an exception's text can quote a record.
 REFUSED_BUDGET: Final = "privacy-budget-exhausted"

@@ -3,6 +3,11 @@
 Run config = the :class:`~fedcare.config.RunConfig` keys plus the runtime keys below. Each round
 it aggregates with one of Flower's strategies, evaluates the global model at every site, and
 rewrites ``rounds.json`` atomically; at the end it saves the global weights as safetensors.
+
+In a deployment the coordinator passes ``site-registry``, the path of its ``sites.json``: a
+reply's site is then the registered name of its authenticated node, and every site's signed
+ledger head is checked against the one kept in ``ledger-heads.json`` beside it. A simulation
+passes none (no authentication there; see :mod:`fedcare.server.tracking`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from fedcare.config import RunConfig
 from fedcare.errors import ConfigError
 from fedcare.privacy.secure_aggregation import SecAggSettings
 from fedcare.server import progress
+from fedcare.server.ledger_heads import HEADS_FILE, LedgerHeads
 from fedcare.server.secure_aggregation import SecureAggregationGrid
+from fedcare.server.site_registry import SiteRegistry
 from fedcare.server.strategies import build_strategy
 from fedcare.server.tracking import RoundRecord, SiteTracking
 from fedcare.server.validation import UpdateRules
@@ -30,7 +37,8 @@ from fedcare.weights import save_weights, to_record
 OUT_DIR_KEY = "out-dir"
 MIN_SITES_KEY = "min-sites"
 SIM_SITES_KEY = "sim-sites"  # read by simulated ClientApps only
-RUNTIME_KEYS = frozenset({OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY})
+REGISTRY_KEY = "site-registry"  # the coordinator's sites.json; "" in a simulation
+RUNTIME_KEYS = frozenset({OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY, REGISTRY_KEY})
 ROUNDS_FILE = "rounds.json"
 WEIGHTS_FILE = "global_model.safetensors"
 REPLY_TIMEOUT_S = 3600.0
@@ -45,6 +53,7 @@ class ServerSettings:
     run: RunConfig
     out_dir: Path
     min_sites: int
+    registry: Path | None = None
 
     @classmethod
     def from_run_config(cls, values: dict[str, Any]) -> ServerSettings:
@@ -54,14 +63,18 @@ class ServerSettings:
             raise ConfigError(
                 f"run-config: {MIN_SITES_KEY} = {min_sites!r} must be an integer >= 1"
             )
+        registry = str(values.get(REGISTRY_KEY) or "")
         return cls(
-            run=run, out_dir=Path(str(values.get(OUT_DIR_KEY, "fedcare-out"))), min_sites=min_sites
+            run=run,
+            out_dir=Path(str(values.get(OUT_DIR_KEY, "fedcare-out"))),
+            min_sites=min_sites,
+            registry=Path(registry) if registry else None,
         )
 
 
 def default_runtime_config() -> dict[str, str | int]:
     """Runtime keys' defaults in the Flower App; each run overrides them (``--run-config``)."""
-    return {OUT_DIR_KEY: "fedcare-out", MIN_SITES_KEY: 2}
+    return {OUT_DIR_KEY: "fedcare-out", MIN_SITES_KEY: 2, REGISTRY_KEY: ""}
 
 
 def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:
@@ -104,7 +117,12 @@ def main(grid: Grid, context: Context) -> None:
     rules = UpdateRules(run.max_update_norm, run.weighting, dp=run.dp)
     if run.secure_aggregation:
         grid = SecureAggregationGrid(grid, context, SecAggSettings.from_run(run))
-    strategy = SiteTracking(build_strategy(run, settings.min_sites), on_round, rules)
+    registry = heads = None
+    if settings.registry is not None:
+        registry = SiteRegistry.load(settings.registry)
+        heads = LedgerHeads(settings.registry.parent / HEADS_FILE, registry.public_keys)
+    inner = build_strategy(run, settings.min_sites)
+    strategy = SiteTracking(inner, on_round, rules, registry=registry, heads=heads)
     round_zero = strategy.configure_evaluate(0, initial, ConfigRecord(request_config(run)), grid)
     strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero, timeout=REPLY_TIMEOUT_S))
     result = strategy.start(

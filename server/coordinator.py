@@ -28,7 +28,13 @@ from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
 from fedcare.privacy.pki import CA_CERT, CA_KEY, REGISTRY, SERVER_CERT, SERVER_KEY, read_registry
 from fedcare.processes import Daemon, flower_environment, free_port, private_dir
-from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, default_runtime_config
+from fedcare.server.app import (
+    MIN_SITES_KEY,
+    OUT_DIR_KEY,
+    REGISTRY_KEY,
+    ROUNDS_FILE,
+    default_runtime_config,
+)
 
 logger = logging.getLogger(__name__)
 CONNECTION = "fedcare"
@@ -165,6 +171,7 @@ class Coordinator:
         overrides = config.to_run_config() | {
             OUT_DIR_KEY: str(out.resolve()),
             MIN_SITES_KEY: min_sites,
+            REGISTRY_KEY: str((self.root / REGISTRY).resolve()),  # names replies by node id
         }
         return self.submit_app(app, overrides)
 

@@ -227,7 +227,8 @@ def _with_arrays(reply: Message, arrays: ArrayRecord) -> Message:
     content = RecordDict({keys.ARRAYS: arrays})
     if keys.METRICS in reply.content.metric_records:
         content[keys.METRICS] = reply.content.metric_records[keys.METRICS]
-    if keys.SITE in reply.content.config_records:
-        content[keys.SITE] = reply.content.config_records[keys.SITE]
+    for name in (keys.SITE, keys.LEDGER):
+        if name in reply.content.config_records:
+            content[name] = reply.content.config_records[name]
     reply.content = content
     return reply

@@ -1,9 +1,23 @@
-"""A strategy wrapper that records what each site did every round, and screens updates.
+"""A strategy wrapper that records what each site did every round, and screens replies.
 
 Wraps rather than subclasses, so it works around any of Flower's strategies unchanged; the
-inner strategy still does all aggregation. Before it does, every update passes the
-:class:`~fedcare.server.validation.UpdateRules`; a rejected one is recorded with its reason and
-left out, so a bad site costs the round one participant, never the model.
+inner strategy still does all aggregation. Before it does, every reply is screened, and a
+rejected one is recorded with the site named and the reason, and left out, so a bad site costs
+the round one participant, never the model - and never the coordinator: a NaN or out-of-range
+metric is a rejection (:func:`~fedcare.server.validation.metric_problem`), not a crash.
+
+Who spoke. In a deployment the ServerApp has the coordinator's registry
+(:class:`~fedcare.server.site_registry.SiteRegistry`): a reply's site is the registered name of
+the node id Flower authenticated, a reply from an unregistered node is rejected, and one whose
+``site`` record claims another name is refused and logged with both names. Its signed ledger
+head must also pass :class:`~fedcare.server.ledger_heads.LedgerHeads`. A simulation has no
+registry because it has no authentication: every simulated site is the simulation's own code,
+so a site's name is the one its ClientApp read from the node config the simulation set (sent in
+its ``site`` record), remembered per node.
+
+Then each train reply's update passes the :class:`~fedcare.server.validation.UpdateRules`. Under
+SecAgg+ the update is already inside the secure sum when the wrapper sees the reply: a refusal
+there is recorded and the site's evaluation dropped, but its masked share cannot be taken out.
 """
 
 from __future__ import annotations
@@ -19,7 +33,9 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedcare import messages as keys
-from fedcare.server.validation import UpdateRules
+from fedcare.server.ledger_heads import LedgerHeads
+from fedcare.server.site_registry import SiteRegistry
+from fedcare.server.validation import UpdateRules, metric_problem
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +69,7 @@ class RoundRecord:
     def to_json(self) -> dict[str, object]:
         return {
             "round": self.round,
-            "mean_accuracy": self.mean_accuracy,
+            "mean_accuracy": None if math.isnan(self.mean_accuracy) else self.mean_accuracy,
             "sites": {
                 name: {"accuracy": s.accuracy, "auroc": s.auroc, "loss": s.loss}
                 for name, s in sorted(self.sites.items())
@@ -72,35 +88,70 @@ def _metrics(reply: Message) -> MetricRecord | None:
     return reply.content.metric_records[keys.METRICS]
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _claimed_name(reply: Message) -> str | None:
+    if reply.has_error() or keys.SITE not in reply.content.config_records:
+        return None
+    return str(reply.content.config_records[keys.SITE].get(keys.SITE_NAME))
 
 
 class SiteTracking(Strategy):
-    """Delegates to ``inner``; reports a :class:`RoundRecord` after each evaluation."""
+    """Delegates to ``inner``; reports a :class:`RoundRecord` after each evaluation.
+
+    ``registry`` and ``heads`` are the deployment's (see module docstring); without them (a
+    simulation) names come from the replies and no ledger head is required.
+    """
 
     def __init__(
         self,
         inner: Strategy,
         on_round: Callable[[RoundRecord], None],
         rules: UpdateRules | None = None,
+        registry: SiteRegistry | None = None,
+        heads: LedgerHeads | None = None,
     ) -> None:
         self.inner = inner
         self.on_round = on_round
         self.rules = rules
+        self.registry = registry
+        self.heads = heads
         self._global: ArrayRecord | None = None  # this round's model, the updates' reference
         self._train_loss: dict[str, float] = {}
         self._epsilon: dict[str, float] = {}
         self._refused: dict[str, str] = {}
         self._rejected: dict[str, str] = {}
-        self._names: dict[int, str] = {}  # node id -> site name, learned from replies
+        self._names: dict[int, str] = {}  # simulation only: node id -> name its replies sent
+
+    def identify(self, reply: Message) -> tuple[str, str | None]:
+        """The replying site's name, and why the reply must be refused for who sent it."""
+        node = reply.metadata.src_node_id
+        claimed = _claimed_name(reply)
+        if self.registry is None:
+            if claimed is not None:
+                self._names[node] = claimed
+            return self._names.get(node, f"node-{node}"), None
+        name = self.registry.names.get(node)
+        if name is None:
+            log.warning("refused a reply from node %d: it is not a registered site", node)
+            return f"node-{node}", f"unregistered node {node}"
+        if claimed is not None and claimed != name:
+            log.warning(
+                "refused a reply from site %s (node %d): it claims to be site %s",
+                name, node, claimed,
+            )  # fmt: skip
+            return name, f"claims to be site {claimed!r}"
+        return name, None
 
     def site_name(self, reply: Message) -> str:
-        """The replying site's declared name (remembered per node), else its node id."""
-        node = reply.metadata.src_node_id
-        if not reply.has_error() and keys.SITE in reply.content.config_records:
-            self._names[node] = str(reply.content.config_records[keys.SITE][keys.SITE_NAME])
-        return self._names.get(node, f"node-{node}")
+        """The replying site's name (see :meth:`identify`)."""
+        return self.identify(reply)[0]
+
+    def _admit(self, reply: Message, name: str) -> str | None:
+        """Why a (non-error) reply from ``name`` must be refused: metrics, then ledger head."""
+        metrics = reply.content.metric_records.get(keys.METRICS)
+        problem = metric_problem(metrics) if metrics is not None else None
+        if problem is None and self.heads is not None:
+            problem = self.heads.check(name, reply.content.config_records.get(keys.LEDGER))
+        return problem
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -114,22 +165,23 @@ class SiteTracking(Strategy):
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
         accepted: list[Message] = []
         for reply in replies:
-            name = self.site_name(reply)
-            if reply.has_error():
+            name, rejection = self.identify(reply)
+            if rejection is None and reply.has_error():
                 reason = reply.error.reason or ""
                 known = reason in keys.REFUSAL_CODES
                 self._refused[name] = reason if known else f"error {reply.error.code}"
                 log.warning("round %d: site %s sent no update (%s)", server_round, name, reason)
                 continue
+            rejection = rejection or self._admit(reply, name)
             metrics = _metrics(reply)
-            if metrics is not None and _is_number(metrics.get(keys.EPSILON)):
+            if rejection is None and metrics is not None and keys.EPSILON in metrics:
                 self._epsilon[name] = float(metrics[keys.EPSILON])  # type: ignore[arg-type]
-            rejection = self._screen(reply)
+            rejection = rejection or self._screen(reply)
             if rejection is not None:
                 self._rejected[name] = rejection
                 log.warning("round %d: rejected %s's update: %s", server_round, name, rejection)
                 continue
-            if metrics is not None and _is_number(metrics.get(keys.TRAIN_LOSS)):
+            if metrics is not None and keys.TRAIN_LOSS in metrics:
                 self._train_loss[name] = float(metrics[keys.TRAIN_LOSS])  # type: ignore[arg-type]
             accepted.append(reply)
         return self.inner.aggregate_train(server_round, accepted)
@@ -150,32 +202,40 @@ class SiteTracking(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        replies = list(replies)
         sites: dict[str, SiteEvaluation] = {}
+        rejected = dict(self._rejected)
+        accepted: list[Message] = []
         for reply in replies:
             metrics = _metrics(reply)
             if metrics is None:
                 continue
+            name, rejection = self.identify(reply)
             values = [metrics.get(k) for k in (keys.EVAL_LOSS, keys.EVAL_ACCURACY, keys.EVAL_AUROC)]
-            if not all(_is_number(v) for v in values):
-                log.warning("round %d: ignored a malformed evaluation from %s", server_round,
-                            self.site_name(reply))  # fmt: skip
+            if rejection is None and any(v is None for v in values):
+                rejection = "the evaluation lacks loss, accuracy or AUROC"
+            rejection = rejection or self._admit(reply, name)
+            if rejection is not None:
+                log.warning("round %d: rejected %s's evaluation: %s", server_round, name, rejection)
+                earlier = rejected.get(name)
+                note = f"evaluation: {rejection}"
+                rejected[name] = f"{earlier}; {note}" if earlier else note
                 continue
             loss, accuracy, auroc = (float(v) for v in values)  # type: ignore[arg-type]
-            sites[self.site_name(reply)] = SiteEvaluation(
+            sites[name] = SiteEvaluation(
                 loss=loss, accuracy=accuracy, auroc=None if math.isnan(auroc) else auroc
             )
+            accepted.append(reply)
         record = RoundRecord(
             round=server_round,
             sites=sites,
             train_loss=self._train_loss,
             epsilon=self._epsilon,
             refused=self._refused,
-            rejected=self._rejected,
+            rejected=rejected,
         )
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
         self.on_round(record)
-        return self.inner.aggregate_evaluate(server_round, replies)
+        return self.inner.aggregate_evaluate(server_round, accepted)
 
     def summary(self) -> None:
         self.inner.summary()

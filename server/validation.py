@@ -4,11 +4,16 @@ One broken or malicious hospital must not be able to wreck a model the others de
 update with the wrong arrays, a NaN, or a norm far beyond what honest training produces is
 rejected with a one-line reason (recorded in the round log and ``summary.json``), and the round
 goes on with the other sites. The checks look at what a site sent, never at its data.
+
+:func:`metric_problem` screens every metric of every reply (train and evaluate) the same way: a
+non-finite or out-of-range number is the site's fault, rejected with the site named, never a
+crash of the coordinator (its round log is strict JSON).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, RecordDict
@@ -60,3 +65,32 @@ class UpdateRules:
         ):
             return f"weight {weight:g} is not a row count bucketed to {keys.COUNT_BUCKET}"
         return None
+
+
+# The range every metric a site may send must lie in (inclusive).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    keys.TRAIN_LOSS: (0.0, math.inf),
+    keys.EVAL_LOSS: (0.0, math.inf),
+    keys.EVAL_ACCURACY: (0.0, 1.0),
+    keys.EVAL_AUROC: (0.0, 1.0),
+    keys.EPSILON: (0.0, math.inf),
+    keys.WEIGHT: (0.0, math.inf),  # its exact value: UpdateRules._check_weight
+}
+# The one documented non-finite value: AUROC is undefined on a single-class test set, and the
+# site sends NaN for it (fedcare.messages.EVAL_AUROC).
+NAN_ALLOWED = frozenset({keys.EVAL_AUROC})
+
+
+def metric_problem(metrics: Mapping[str, object]) -> str | None:
+    """Why this reply's metrics must be rejected (first problem), or ``None``."""
+    for name, value in sorted(metrics.items()):
+        if name not in METRIC_RANGES:
+            return f"metric {name!r} is not on the allow-list"
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"metric {name!r} is not a number"
+        if math.isnan(value) and name in NAN_ALLOWED:
+            continue
+        low, high = METRIC_RANGES[name]
+        if not math.isfinite(value) or not low <= value <= high:
+            return f"metric {name!r} = {value!r} is not a finite number in [{low:g}, {high:g}]"
+    return None

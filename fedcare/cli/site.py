@@ -70,6 +70,8 @@ def site_audit(
             arrays = ", ".join(f"{a['name']}{tuple(a['shape'])}" for a in entry.get("arrays", []))
             metrics = {k: v for m in entry.get("metrics", {}).values() for k, v in m.items()}
             sent = entry.get("error") or {"arrays": arrays, "metrics": metrics}
+            if entry["kind"] == "ledger-reset":
+                sent = f"ledger reset #{entry['resets']} (old ledger: {entry['old_ledger']})"
             if entry["kind"] == "refused-app":
                 sent = f"refused unapproved app bundle {entry['fab_hash']} (nothing sent)"
             where = f"run {entry['run_id']} round {entry['round']} {entry['message_type']}"
@@ -125,6 +127,13 @@ def site_start(
         list[str] | None,
         typer.Option(help="An extra column of the export the data gate ignores (repeatable)."),
     ] = None,
+    reset_ledger: Annotated[
+        bool,
+        typer.Option(
+            help="Start a new privacy ledger: the old one is kept aside, the reset is written "
+            "to the audit log and shown to the coordinator with every reply."
+        ),
+    ] = False,
 ) -> None:
     """Start this hospital's site daemon (a Flower SuperNode) in the background."""
     quiet_environment()
@@ -140,6 +149,8 @@ def site_start(
             require_secure_aggregation=require_secure_aggregation,
             ignore_columns=tuple(ignore_column or ()),
         )
+        if reset_ledger:
+            _reset_ledger(state)
         return SiteDaemon(state).start(
             name,
             data,
@@ -154,6 +165,21 @@ def site_start(
     pid = run_or_exit(start)
     console.print(
         f"site {name}: connected to {coordinator} (pid {pid}; log {state}/logs/supernode.log)"
+    )
+
+
+def _reset_ledger(state: Path) -> None:
+    from fedcare.client.audit import ledger_reset_entry
+    from fedcare.client.daemon import SiteDaemon, SiteError
+    from fedcare.privacy.ledger import reset_ledger
+
+    if SiteDaemon(state).daemon.alive():
+        raise SiteError(f"{state}: stop the site daemon before resetting its ledger")
+    reset = reset_ledger(state)
+    ledger_reset_entry(state, reset.moved_to, reset.resets)
+    err_console.print(
+        f"[bold yellow]ledger reset #{reset.resets}:[/] old ledger kept as "
+        f"{reset.moved_to or '(none)'}; the coordinator will be told with every reply"
     )
 
 
