@@ -6,18 +6,29 @@ file, fsync, rename) on every append, then a head file records the entry count a
 chain value, also atomically. On read: a torn last line, an edited or reordered line, or fewer
 entries than the head are refused; exactly one entry more than the head is a crash between the
 two writes and is accepted (it counts more, never less).
+
+Concurrency: an append holds an exclusive lock (:mod:`fedcare.locking`, ``<log>.lock``) from the
+read that verifies the chain to the head write, so appends from several processes serialise
+instead of each rewriting the file from a stale copy (which loses entries or leaves the head
+disagreeing with the log, a ledger refused for good). A read holds the shared lock, so it never
+sees a new log beside an old head.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from fedcare.atomic import write_bytes_atomic, write_json_atomic
+from fedcare.locking import LockTimeoutError, file_lock, lock_path
 
 GENESIS = "0" * 64
+APPEND_LOCK_TIMEOUT_S = 120.0  # an append takes milliseconds; a longer wait means a stuck writer
 
 
 class ChainBrokenError(Exception):
@@ -40,22 +51,52 @@ class ChainedJsonLog:
         self.head_path = head_path
         self.what = what
 
+    @property
+    def lock_path(self) -> Path:
+        """The lock file next to the log (see module docstring)."""
+        return lock_path(self.path)
+
     def read(self) -> list[dict[str, Any]]:
         """Every entry, verified; raises :class:`ChainBrokenError` on any damage."""
-        entries, chains = self._read_verified()
-        self._check_head(len(entries), chains)
+        with self._shared():
+            entries, chains = self._read_verified()
+            self._check_head(len(entries), chains)
         return entries
 
     def append(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
-        """Durably add ``entry``; returns every entry including it."""
-        entries, chains = self._read_verified()
-        self._check_head(len(entries), chains)
-        chain = next_chain(chains[-1] if chains else GENESIS, entry)
-        text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
-        line = json.dumps({**entry, "chain": chain}, sort_keys=True, allow_nan=False) + "\n"
-        write_bytes_atomic(self.path, (text + line).encode("utf-8"))
-        write_json_atomic(self.head_path, {"entries": len(entries) + 1, "chain": chain})
+        """Durably add ``entry``; returns every entry including it.
+
+        Raises :class:`fedcare.locking.LockTimeoutError` if another writer holds the log for
+        longer than ``APPEND_LOCK_TIMEOUT_S``; nothing is written then.
+        """
+        with file_lock(self.lock_path, timeout=APPEND_LOCK_TIMEOUT_S):
+            entries, chains = self._read_verified()
+            self._check_head(len(entries), chains)
+            chain = next_chain(chains[-1] if chains else GENESIS, entry)
+            text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+            line = json.dumps({**entry, "chain": chain}, sort_keys=True, allow_nan=False) + "\n"
+            write_bytes_atomic(self.path, (text + line).encode("utf-8"))
+            write_json_atomic(self.head_path, {"entries": len(entries) + 1, "chain": chain})
         return [*entries, entry]
+
+    @contextmanager
+    def _shared(self) -> Iterator[None]:
+        """The shared lock if the lock file exists and opens. A reader never creates it (see
+        :mod:`fedcare.locking`); without one no append has run since logs were locked, and an
+        auditor's copy or a read-only mount, which it cannot open, has no writer."""
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(
+                    file_lock(
+                        self.lock_path, shared=True, timeout=APPEND_LOCK_TIMEOUT_S, create=False
+                    )
+                )
+            except LockTimeoutError:
+                raise
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM):
+                    raise
+            yield
 
     def _read_verified(self) -> tuple[list[dict[str, Any]], list[str]]:
         if not self.path.exists():

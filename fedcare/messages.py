@@ -16,12 +16,13 @@ SITE: Final = "site"
 SITE_NAME: Final = "name"
 
 # Metric names a site may put in a reply; nothing else is ever sent.
-TRAIN_LOSS: Final = "train-loss"
+TRAIN_LOSS: Final = "train-loss"  # non-private rounds only: under DP it is an exact number
 EVAL_LOSS: Final = "eval-loss"
 EVAL_ACCURACY: Final = "eval-accuracy"
 EVAL_AUROC: Final = "eval-auroc"  # NaN when the site's test set holds a single class
 WEIGHT: Final = "weight"  # aggregation weight: 1.0, or training rows rounded to a bucket
 EPSILON: Final = "epsilon"  # the site's cumulative ε from its whole ledger (DP runs only)
+DP_TRAIN_METRICS: Final = frozenset({EPSILON, WEIGHT})  # all a DP training reply carries
 ALLOWED_METRICS: Final = frozenset(
     {TRAIN_LOSS, EVAL_LOSS, EVAL_ACCURACY, EVAL_AUROC, WEIGHT, EPSILON}
 )
@@ -38,6 +39,7 @@ REFUSED_BUDGET: Final = "privacy-budget-exhausted"
 REFUSED_DP_REQUIRED: Final = "dp-required"
 REFUSED_SECAGG_REQUIRED: Final = "secure-aggregation-required"
 REFUSED_APP: Final = "app-not-approved"  # sent by the site executor, not the ClientApp
+REFUSED_BUSY: Final = "site-busy"  # another round held the site's training lock too long
 FAILED_LEDGER: Final = "ledger-refused"
 FAILED_DATA: Final = "data-invalid"
 FAILED_SITE: Final = "site-error"
@@ -46,6 +48,7 @@ REFUSAL_CODES: Final = {
     REFUSED_DP_REQUIRED: 4002,
     REFUSED_SECAGG_REQUIRED: 4005,
     REFUSED_APP: 4006,
+    REFUSED_BUSY: 4007,
     FAILED_LEDGER: 4003,
     FAILED_DATA: 4004,
     FAILED_SITE: 4099,

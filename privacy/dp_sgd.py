@@ -67,9 +67,12 @@ class DpSgdSettings:
 
 @dataclass(frozen=True)
 class DpSgdResult:
-    """What a DP-SGD round did: the ledger needs ``steps``, the report ``loss``."""
+    """What a DP-SGD round did: the ledger needs ``steps``.
 
-    loss: float
+    No training loss: it is an exact, un-noised mean over the records, so it is neither kept
+    nor sent (README, Differential privacy); only the noised weights leave DP-SGD.
+    """
+
     steps: int
 
 
@@ -93,7 +96,7 @@ def _batches(
 def train_dp_sgd(
     model: nn.Module, loss_fn: nn.Module, x: FloatArray, y: FloatArray, settings: DpSgdSettings
 ) -> DpSgdResult:
-    """Train ``model`` in place with DP-SGD; returns the mean loss and the steps taken."""
+    """Train ``model`` in place with DP-SGD; returns the steps taken."""
     features = torch.from_numpy(np.ascontiguousarray(x))
     labels = torch.from_numpy(np.ascontiguousarray(y)).reshape(-1, 1)
     loader = DPDataLoader(
@@ -117,17 +120,14 @@ def train_dp_sgd(
     )
     private_model, dp_optimizer = private[0], private[1]
     criterion = private[2] if ghost else loss_fn
-    steps, total, seen = 0, 0.0, 0
+    steps = 0
     try:
         private_model.train()
         for _ in range(settings.epochs):
             for batch_x, batch_y in _batches(loader, features, labels, settings.batch_loading):
                 dp_optimizer.zero_grad(set_to_none=True)
                 if batch_x.shape[0]:
-                    loss = criterion(private_model(batch_x), batch_y)
-                    total += float(loss.detach()) * batch_x.shape[0]
-                    seen += batch_x.shape[0]
-                    loss.backward()
+                    criterion(private_model(batch_x), batch_y).backward()
                 else:  # an empty Poisson batch still releases a noisy step: no per-sample
                     # gradients (some grad-sample modes refuse a batch of 0), noise only
                     for parameter in model.parameters():
@@ -138,4 +138,4 @@ def train_dp_sgd(
                 steps += 1
     finally:
         private_model._close()
-    return DpSgdResult(loss=total / max(seen, 1), steps=steps)
+    return DpSgdResult(steps=steps)

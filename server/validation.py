@@ -37,7 +37,7 @@ class UpdateRules:
             return f"array records {list(content.array_records)}, expected ['{keys.ARRAYS}']"
         if list(content.metric_records) != [keys.METRICS]:
             return f"metric records {list(content.metric_records)}, expected ['{keys.METRICS}']"
-        expected = {keys.TRAIN_LOSS, keys.WEIGHT} | ({keys.EPSILON} if self.dp else set())
+        expected = keys.DP_TRAIN_METRICS if self.dp else {keys.TRAIN_LOSS, keys.WEIGHT}
         sent = set(content.metric_records[keys.METRICS])
         if sent != expected:
             return f"metrics {sorted(sent)}, expected {sorted(expected)}"

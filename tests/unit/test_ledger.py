@@ -104,3 +104,21 @@ def test_privacy_report_prints_the_ledger_and_its_epsilon(ledger: PrivacyLedger)
     refused = report("--accountant", "exact")
     assert refused.returncode == 2
     assert "--accountant: unknown value 'exact'; choose one of: rdp, prv" in refused.stderr
+
+
+def test_an_append_holds_the_log_lock_and_a_reader_never_creates_it(tmp_path: Path) -> None:
+    from fedcare.locking import LockTimeoutError, file_lock
+
+    ledger = PrivacyLedger(tmp_path)
+    lock = tmp_path / (LEDGER_FILE + ".lock")
+    assert ledger.read() == () and not lock.exists()  # an auditor's read leaves nothing behind
+    ledger.append(_event(1))
+    assert lock.stat().st_mode & 0o777 == 0o600
+    with file_lock(lock):  # another writer holds the log: a second lock on it waits, then fails
+        message = r"privacy-ledger\.jsonl\.lock: still locked"
+        with pytest.raises(LockTimeoutError, match=message), file_lock(lock, timeout=0.2):
+            pass
+        with pytest.raises(LockTimeoutError), file_lock(lock, shared=True, timeout=0.2):
+            pass  # a reader waits for the writer too
+    with file_lock(lock, shared=True), file_lock(lock, shared=True, timeout=0.2):
+        assert [e.round for e in ledger.read()] == [1]  # readers share the lock
