@@ -168,20 +168,22 @@ class Daemon:
         if record is None:
             self.pid_file.unlink(missing_ok=True)
             return 0
-        owned = _owned(record, {})
-        for pid, start in owned.items():
-            _signal(pid, start, signal.SIGTERM)
+        signalled: dict[int, int] = {}
+        owned: dict[int, int] = {}
         deadline = time.monotonic() + timeout
         while True:
-            owned = _owned(record, owned)  # helpers spawned meanwhile are found too
-            living = {pid: start for pid, start in owned.items() if _is_same(pid, start)}
-            if not living or time.monotonic() > deadline:
+            owned = _owned(record, owned)  # the living ones; helpers spawned meanwhile too
+            for pid, start in owned.items():
+                if pid not in signalled:
+                    _signal(pid, start, signal.SIGTERM)
+            signalled |= owned
+            if not owned or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        for pid, start in living.items():
+        for pid, start in owned.items():
             _signal(pid, start, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
-        return len(owned)
+        return len(signalled)
 
 
 def _is_same(pid: int, start_time: int | None) -> bool:
