@@ -69,7 +69,8 @@ def pki_add_site(
                 f"pki add-site {name}: --public-key FILE is required; the site creates its key "
                 "pair with 'fedcare site keygen --state STATE' and sends you its site.pub"
             )
-        return add_site(folder, name, public_key, force)
+        registered: Path = add_site(folder, name, public_key, force)
+        return registered
 
     registered = run_or_exit(register)
     console.print(
