@@ -78,6 +78,17 @@ ROUND_SCRIPT = textwrap.dedent(
 )
 
 
+HOLD_SCRIPT = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(300)
+    """
+)
+
+
 def start_together(script: str, args: list[list[str]], start: Path) -> list[str]:
     """Run one process per argument list; all start work when ``start`` appears; their output
     after the "ready" line each prints once it waits for the start."""
@@ -162,14 +173,3 @@ def test_a_round_that_cannot_get_the_site_is_declined_as_busy(
         holder.wait()
     # Once the holder is gone the same round trains.
     assert keys.EPSILON in train_round(request, site, model, "run-1", lock_timeout=5).metrics
-
-
-HOLD_SCRIPT = textwrap.dedent(
-    """
-    import fcntl, os, sys, time
-    fd = os.open(sys.argv[1], os.O_RDONLY | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    print("held", flush=True)
-    time.sleep(300)
-    """
-)
