@@ -129,6 +129,11 @@ class RunConfig:
                     "strategy: fedprox is not available with dp (its proximal term would bypass "
                     "per-sample clipping); choose fedavg, fedadam or fedyogi"
                 )
+            if self.weighting is not Weighting.UNIFORM:
+                raise ConfigError(
+                    "weighting: dp weighs every site 1 (uniform); a row count, even bucketed, is "
+                    "an un-noised number about the site's data that its ledger does not account"
+                )
         self._check_robustness()
 
     def _check_robustness(self) -> None:

@@ -41,7 +41,9 @@ def _accountant(name: AccountantName) -> Any:
     # Imported here: a site process that only evaluates never pays for importing Opacus.
     from opacus.accountants import PRVAccountant, RDPAccountant
 
-    return RDPAccountant() if name is AccountantName.RDP else PRVAccountant()
+    # By value, never identity: the string "rdp" must not silently select PRV.
+    chosen = AccountantName(name)  # raises ValueError on an unknown name
+    return RDPAccountant() if chosen is AccountantName.RDP else PRVAccountant()
 
 
 def epsilon_from_events(

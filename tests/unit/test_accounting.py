@@ -116,3 +116,13 @@ def test_calibrated_noise_meets_the_target(target: float, rate: float, steps: in
     spent = epsilon_from_events([PrivacyEvent("r", 1, sigma, rate, steps, 1e-5, 1.0, "t")], 1e-5)
     assert spent <= target
     assert spent >= target - 0.05  # not wastefully noisy either
+
+
+def test_an_accountant_named_by_string_is_the_same_accountant() -> None:
+    """ "rdp" as text must select RDP, not fall through to PRV (an identity check once did)."""
+    events = [PrivacyEvent("r", 1, 1.1, 0.05, 60, 1e-5, 1.0, "t")]
+
+    by_text = epsilon_from_events(events, 1e-5, "rdp")  # type: ignore[arg-type]
+
+    assert by_text == epsilon_from_events(events, 1e-5, AccountantName.RDP)
+    assert by_text != epsilon_from_events(events, 1e-5, AccountantName.PRV)

@@ -53,3 +53,10 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_override_is_validated() -> None:
     with pytest.raises(ConfigError, match="unknown value 'fedsgd'"):
         RunConfig().replace(strategy="fedsgd")
+
+
+def test_dp_refuses_row_count_weighting() -> None:
+    """Under DP every number a site sends is noised and on its ledger; a bucketed row count is
+    neither, so a DP run weighs every site 1."""
+    with pytest.raises(ConfigError, match="weighting: dp weighs every site 1"):
+        RunConfig(dp=True, target_epsilon=1.0, weighting="examples")  # type: ignore[arg-type]
