@@ -135,15 +135,11 @@ class SiteTracking(Strategy):
             return f"node-{node}", f"unregistered node {node}"
         if claimed is not None and claimed != name:
             log.warning(
-                "refused a reply from site %s (node %d): it claims to be site %s",
+                "refused a reply from site %s (node %d): it claims to be site %r",
                 name, node, claimed,
             )  # fmt: skip
             return name, f"claims to be site {claimed!r}"
         return name, None
-
-    def site_name(self, reply: Message) -> str:
-        """The replying site's name (see :meth:`identify`)."""
-        return self.identify(reply)[0]
 
     def _admit(self, reply: Message, name: str) -> str | None:
         """Why a (non-error) reply from ``name`` must be refused: metrics, then ledger head."""

@@ -73,9 +73,11 @@ def coordinator_run(
 
     def show(record: dict[str, Any]) -> None:
         sites = " ".join(f"{n[:5]} {s['accuracy']:.3f}" for n, s in record["sites"].items())
+        mean = record["mean_accuracy"]  # null when no site's evaluation was accepted
         console.print(
             f"round {record['round']:>3}/{run_config.rounds}  "
-            f"mean {record['mean_accuracy']:.3f} | {sites}  ({time.perf_counter() - started:.0f} s)"
+            f"mean {'n/a' if mean is None else format(mean, '.3f')} | {sites}  "
+            f"({time.perf_counter() - started:.0f} s)"
         )
         for site, reason in record.get("refused", {}).items():
             console.print(f"[yellow]  {site} sent no update: {reason}[/]")

@@ -114,7 +114,7 @@ def test_a_reply_claiming_another_sites_name_is_refused_and_logged(
     assert "cleveland" not in rounds[1]["train_loss"]
     assert "hungarian" not in rounds[1]["rejected"]
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("cleveland" in m and "claims to be site hungarian" in m for m in logged), logged
+    assert any("cleveland" in m and "claims to be site 'hungarian'" in m for m in logged), logged
 
 
 def test_a_reply_from_an_unregistered_node_is_refused(
