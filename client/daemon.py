@@ -10,18 +10,18 @@ unreachable).
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from fedcare.client.executor import fedcare_fab_hash
+from fedcare.client.executor import settings as executor_settings
 from fedcare.client.policy import SitePolicy
 from fedcare.client.site import SiteIdentity
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.processes import Daemon, flower_environment, free_port, private_dir
+from fedcare.superexec import executor_argv, fedcare_fab_hash, write_secret
 from fedcare.tasks import get_task
 
 CONNECT_TIMEOUT_S = 60.0
@@ -99,18 +99,19 @@ class SiteDaemon:
             "--isolation", "process",  # ClientApps run only through the site's executor
         ]  # fmt: skip
         private_dir(self.state_dir)  # ledger, audit log, logs: this user's only
+        # Only the process holding this start's secret (the executor) is handed tasks.
+        secret = write_secret(self.state_dir)
+        argv += ["--superexec-auth-secret-file", str(secret.resolve())]
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         environment = flower_environment(self.state_dir / "flwr-home")
         approved = (fedcare_fab_hash(), *approved_apps)
         pid = self.daemon.start(argv, self.log_file, environment, port)
         self._wait_connected(coordinator, offset, connect_timeout_s)
-        executor_argv = [
-            sys.executable, "-m", "fedcare.client.executor",
-            "--runtime-api-address", f"127.0.0.1:{port}", "--state", str(self.state_dir.resolve()),
-            *(arg for app in approved for arg in ("--approve", app)),
-        ]  # fmt: skip
+        settings = executor_settings(f"127.0.0.1:{port}", secret, self.state_dir, approved)
         log = self.state_dir / "logs" / "executor.log"
-        self.executor.start(executor_argv, log, environment, port)
+        self.executor.start(
+            executor_argv("fedcare.client.executor", settings), log, environment, port
+        )
         return pid
 
     def _wait_connected(self, coordinator: str, offset: int, timeout_s: float) -> None:
