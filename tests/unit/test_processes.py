@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
@@ -48,9 +51,10 @@ def test_stop_ends_the_daemon_and_its_helpers_in_other_sessions_and_nothing_else
     helpers_file = tmp_path / "state" / "helpers"
     log = tmp_path / "state" / "logs" / "x.log"
     other = bystander(4242)
+    helpers: list[int] = []
     try:
         pid = daemon.start([sys.executable, "-c", PARENT, str(helpers_file)], log, {}, 4242)
-        helpers = [int(p) for p in wait_for(helpers_file).split()]
+        helpers += [int(p) for p in wait_for(helpers_file).split()]
         record = json.loads(daemon.pid_file.read_text())
         leader = process_stat(pid)
         assert leader is not None and daemon.alive()
@@ -67,6 +71,10 @@ def test_stop_ends_the_daemon_and_its_helpers_in_other_sessions_and_nothing_else
         assert other.poll() is None  # names the daemon's port, is not the daemon's
         assert not daemon.pid_file.exists() and not daemon.alive()
     finally:
+        daemon.stop(timeout=5)  # a no-op once stopped; ends the daemon if an assert failed
+        for helper in helpers:  # in case stop itself is what failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
         other.kill()
         other.wait()
 
