@@ -118,6 +118,8 @@ def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
         assert set(record["epsilon"]) == set(SITES)
         assert all(0 < eps <= 1.0 for eps in record["epsilon"].values())
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    heads = json.loads((coord / "ledger-heads.json").read_text())  # each site's signed head
+    assert {site: heads[site]["head"]["entries"] for site in SITES} == dict.fromkeys(SITES, 1)
     for site in SITES:
         state = federation["root"] / site
         assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
