@@ -4,8 +4,9 @@ site registration, run submission and progress.
 Everything lives in one folder (the PKI folder from ``fedcare pki init``)::
 
     ca.crt coordinator.crt coordinator.key sites.json sites/NAME/site.pub   PKI
-    flwr-home/config.toml                      the Flower CLI's connection "fedcare"
-    superlink.pid superlink.db logs/superlink.log
+    flwr-home/config.toml                      the Flower CLI's connection "fedcare" (loopback)
+    superlink.pid superlink.db logs/superlink.log     Flower's SuperLink, on loopback only
+    frontdoor.pid logs/frontdoor.log           the Fleet-API-only front door the sites reach
     runs/RUN/{app/pyproject.toml, rounds.json, global_model.safetensors}
 """
 
@@ -16,6 +17,7 @@ import logging
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +37,12 @@ from fedcare.server.app import (
     ROUNDS_FILE,
     default_runtime_config,
 )
+from fedcare.server.executor import settings as executor_settings
+from fedcare.superexec import executor_argv, fedcare_fab_hash, write_secret
 
 logger = logging.getLogger(__name__)
 CONNECTION = "fedcare"
+LOOPBACK = "127.0.0.1"  # the SuperLink's own port never faces the network
 START_TIMEOUT_S = 60.0
 STATUS_EVERY_S = 5.0
 RUN_FILE = "run.json"
@@ -65,9 +70,18 @@ class Coordinator:
     def log_file(self) -> Path:
         return self.root / "logs" / "superlink.log"
 
+    @property
+    def front_door(self) -> Daemon:
+        return Daemon(self.root / "frontdoor.pid")
+
+    @property
+    def front_door_log(self) -> Path:
+        return self.root / "logs" / "frontdoor.log"
+
     def address(self) -> str:
-        info = self.daemon.info()
-        if info is None or not self.daemon.alive():
+        """The address sites connect to: the front door (never the SuperLink itself)."""
+        info = self.front_door.info()
+        if info is None or not self.front_door.alive() or not self.daemon.alive():
             raise CoordinatorError(f"{self.root}: coordinator is not running; start it first")
         return f"{info.get('host', '127.0.0.1')}:{info['port']}"
 
@@ -78,8 +92,15 @@ class Coordinator:
             text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
-    def start(self, host: str = "127.0.0.1", port: int | None = None) -> str:
-        """Start the SuperLink (TLS + SuperNode authentication) and register every site."""
+    @property
+    def executor(self) -> Daemon:
+        return Daemon(self.root / "executor.pid")
+
+    def start(
+        self, host: str = "127.0.0.1", port: int | None = None, approved_apps: tuple[str, ...] = ()
+    ) -> str:
+        """Start the SuperLink (TLS + SuperNode authentication) on loopback, the front door on
+        ``host:port`` (the only listener sites can reach), and register every site."""
         for name in (CA_CERT, SERVER_CERT, SERVER_KEY):
             if not (self.root / name).is_file():
                 raise ConfigError(
@@ -94,7 +115,9 @@ class Coordinator:
         if self.daemon.alive():
             raise CoordinatorError(f"{self.root}: coordinator already running at {self.address()}")
         port = port or free_port(host)
-        self._write_connection(host, port)
+        internal = free_port(LOOPBACK)
+        self._write_connection(LOOPBACK, internal)
+        secret = write_secret(self.root)  # fresh each start; the SuperLink's and executor's
         argv = [
             "flower-superlink",
             "--ssl-ca-certfile", str(self.root / CA_CERT),
@@ -102,18 +125,38 @@ class Coordinator:
             "--ssl-keyfile", str(self.root / SERVER_KEY),
             "--enable-supernode-auth",
             "--disable-runtime-dependency-installation",
-            "--host", host, "--port", str(port),
+            "--host", LOOPBACK, "--port", str(internal),
             "--database", str(self.root / "superlink.db"),
+            # ServerApps run only through this coordinator's executor, which holds the secret.
+            "--isolation", "process", "--superexec-auth-secret-file", str(secret.resolve()),
         ]  # fmt: skip
-        self.daemon.start(argv, self.log_file, flower_environment(self.flwr_home), port, host)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _accepts(host, port):
-            if not self.daemon.alive() or time.monotonic() > deadline:
-                self.daemon.stop()
-                raise CoordinatorError(f"SuperLink did not start; see {self.log_file}")
-            time.sleep(0.3)
+        environment = flower_environment(self.flwr_home)
+        self.daemon.start(argv, self.log_file, environment, internal, LOOPBACK)
+        self._wait_listening(self.daemon, LOOPBACK, internal, "SuperLink", self.log_file)
+        settings = executor_settings(
+            f"{LOOPBACK}:{internal}", secret, self.root, (fedcare_fab_hash(), *approved_apps),
+            self.root / CA_CERT,
+        )  # fmt: skip
+        log = self.root / "logs" / "executor.log"
+        argv = executor_argv("fedcare.server.executor", settings)
+        self.executor.start(argv, log, environment, internal, LOOPBACK)
+        front_door = [
+            sys.executable, "-m", "fedcare.server.frontdoor", "--host", host, "--port", str(port),
+            "--upstream", f"{LOOPBACK}:{internal}", "--ca", str(self.root / CA_CERT),
+            "--certfile", str(self.root / SERVER_CERT), "--keyfile", str(self.root / SERVER_KEY),
+        ]  # fmt: skip
+        self.front_door.start(front_door, self.front_door_log, environment, port, host)
+        self._wait_listening(self.front_door, host, port, "front door", self.front_door_log)
         self.register_sites()
         return f"{host}:{port}"
+
+    def _wait_listening(self, daemon: Daemon, host: str, port: int, what: str, log: Path) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _accepts(host, port):
+            if not daemon.alive() or time.monotonic() > deadline:
+                self.stop()
+                raise CoordinatorError(f"the {what} did not start on {host}:{port}; see {log}")
+            time.sleep(0.3)
 
     def _write_connection(self, host: str, port: int) -> None:
         text = (
@@ -242,7 +285,9 @@ class Coordinator:
         return records
 
     def stop(self) -> None:
-        """Stop the SuperLink and its helper processes."""
+        """Stop the front door, the SuperLink and its helper processes."""
+        self.front_door.stop()
+        self.executor.stop()
         self.daemon.stop()
 
 

@@ -25,13 +25,23 @@ def coordinator_start(
     folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder (from pki init).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+    approve_app: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also run this ServerApp bundle (FAB sha256); fedcare's own is always approved."
+        ),
+    ] = None,
 ) -> None:
     """Start the SuperLink with TLS and site authentication; register every site."""
     quiet_environment()
     from fedcare.server.coordinator import Coordinator
 
-    address = run_or_exit(lambda: Coordinator(folder).start(host, port))
-    console.print(f"coordinator listening on {address} (TLS, site authentication)")
+    approved = tuple(approve_app or ())
+    address = run_or_exit(lambda: Coordinator(folder).start(host, port, approved))
+    console.print(
+        f"coordinator listening on {address} (TLS, site authentication, Fleet API only; "
+        "the SuperLink itself is on loopback)"
+    )
 
 
 @coordinator_app.command("register")

@@ -24,6 +24,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from fedcare import messages as keys
 from fedcare.processes import _processes
+from fedcare.superexec import fab_hash
 
 pytestmark = pytest.mark.slow
 SITES = ("cleveland", "hungarian", "va")
@@ -36,6 +37,15 @@ def fedcare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [*FEDCARE, *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def stock_app(folder: Path) -> Path:
+    """A stock Flower app (other code than fedcare's), the same bundle wherever it is written."""
+    from fedcare.flower_app import write_flower_app
+
+    stock = "fedcare.simulations.benchmarks.stock_app"
+    config = {"rounds": 1, "min-sites": 3, "out-dir": "stock-out"}  # out-dir: set per run
+    return write_flower_app(folder, config, f"{stock}:server", f"{stock}:client")
 
 
 def audit_entries(state: Path, run_id: str) -> list[dict[str, Any]]:
@@ -61,11 +71,13 @@ def federation(
                 "pki", "add-site", site, "--dir", str(coord), "--public-key", public_key
             )
             assert added.returncode == 0, added.stderr
-        result = fedcare("coordinator", "start", "--dir", str(coord))
+        stock_hash = fab_hash(stock_app(root / "stock" / "app"))  # run by a later test
+        result = fedcare("coordinator", "start", "--dir", str(coord), "--approve-app", stock_hash)
         assert result.returncode == 0, result.stderr
-        started.append(coord / "superlink.pid")
-        info = json.loads((coord / "superlink.pid").read_text())
+        started += [coord / "superlink.pid", coord / "frontdoor.pid", coord / "executor.pid"]
+        info = json.loads((coord / "frontdoor.pid").read_text())  # sites reach the front door
         address = f"{info['host']}:{info['port']}"
+        assert info["port"] != json.loads((coord / "superlink.pid").read_text())["port"]
         for site in SITES:
             state = root / site
             result = fedcare(
@@ -73,7 +85,7 @@ def federation(
                 "--state", str(state), "--ca", str(coord / "ca.crt"),
                 "--coordinator", address, "--allow-non-dp",
             )  # fmt: skip
-            started.append(state / "supernode.pid")
+            started += [state / "supernode.pid", state / "executor.pid"]
             assert result.returncode == 0, result.stderr
         yield {"root": root, "coord": coord, "address": address, "port": info["port"]}
     finally:
@@ -183,9 +195,9 @@ def test_audit_logs_verify_and_hold_only_weights_and_allowed_metrics(
                 assert arrays == {("weight", (1, 13), "float32"), ("bias", (1,), "float32")}
             else:
                 assert arrays == set()
-            assert set(entry["configs"]) == {keys.SITE} and set(entry["configs"][keys.SITE]) == {
-                "name"
-            }
+            assert set(entry["configs"]) == {keys.SITE, keys.LEDGER}
+            assert set(entry["configs"][keys.SITE]) == {keys.SITE_NAME}
+            assert set(entry["configs"][keys.LEDGER]) == {keys.LEDGER_HEAD, keys.LEDGER_SIGNATURE}
             metrics = entry["metrics"][keys.METRICS]
             assert set(metrics) <= keys.ALLOWED_METRICS
             assert metrics[keys.WEIGHT] == 1.0  # no training-set size leaves the site
@@ -258,16 +270,11 @@ def test_an_unapproved_app_is_refused_by_every_site(federation: dict[str, Any]) 
     """A run whose app bundle the sites did not approve (here: a stock Flower app that would
     run other code) is never launched at any site; each site records the refusal and answers
     at once with ``app-not-approved``, so the run ends instead of waiting for token expiry."""
-    from fedcare.flower_app import write_flower_app
     from fedcare.server.coordinator import Coordinator
 
     coordinator = Coordinator(federation["coord"])
-    out = coordinator.new_run_folder()
-    stock = "fedcare.simulations.benchmarks.stock_app"
-    config = {"rounds": 1, "min-sites": 3, "out-dir": str(out)}
-    coordinator.submit_app(
-        write_flower_app(out / "app", config, f"{stock}:server", f"{stock}:client")
-    )
+    out = coordinator.new_run_folder()  # the coordinator approved this bundle; the sites did not
+    coordinator.submit_app(stock_app(out / "app"), {"out-dir": str(out)})
     run_id = json.loads((out / "run.json").read_text())["run_id"]
     try:
         deadline = time.monotonic() + 120
