@@ -118,18 +118,7 @@ class Coordinator:
         internal = free_port(LOOPBACK)
         self._write_connection(LOOPBACK, internal)
         secret = write_secret(self.root)  # fresh each start; the SuperLink's and executor's
-        argv = [
-            "flower-superlink",
-            "--ssl-ca-certfile", str(self.root / CA_CERT),
-            "--ssl-certfile", str(self.root / SERVER_CERT),
-            "--ssl-keyfile", str(self.root / SERVER_KEY),
-            "--enable-supernode-auth",
-            "--disable-runtime-dependency-installation",
-            "--host", LOOPBACK, "--port", str(internal),
-            "--database", str(self.root / "superlink.db"),
-            # ServerApps run only through this coordinator's executor, which holds the secret.
-            "--isolation", "process", "--superexec-auth-secret-file", str(secret.resolve()),
-        ]  # fmt: skip
+        argv = superlink_argv(self.root, internal, secret)
         environment = flower_environment(self.flwr_home)
         self.daemon.start(argv, self.log_file, environment, internal, LOOPBACK)
         self._wait_listening(self.daemon, LOOPBACK, internal, "SuperLink", self.log_file)
@@ -289,6 +278,23 @@ class Coordinator:
         self.front_door.stop()
         self.executor.stop()
         self.daemon.stop()
+
+
+def superlink_argv(root: Path, port: int, secret: Path) -> list[str]:
+    """The SuperLink's command line: TLS, SuperNode authentication, loopback ``port`` only, and
+    ServerApps run only through the coordinator's executor, which holds ``secret``."""
+    return [
+        "flower-superlink",
+        "--ssl-ca-certfile", str(root / CA_CERT),
+        "--ssl-certfile", str(root / SERVER_CERT),
+        "--ssl-keyfile", str(root / SERVER_KEY),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--host", LOOPBACK, "--port", str(port),
+        "--database", str(root / "superlink.db"),
+        # ServerApps run only through this coordinator's executor, which holds the secret.
+        "--isolation", "process", "--superexec-auth-secret-file", str(secret.resolve()),
+    ]  # fmt: skip
 
 
 def _accepts(host: str, port: int) -> bool:
