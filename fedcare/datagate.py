@@ -86,11 +86,16 @@ def _read_text_rows(
             f"{path}: not UTF-8 text (undecodable byte at offset {exc.start}); export the file "
             "as UTF-8 CSV"
         ) from None
-    rows = [
-        (number, fields)
-        for number, fields in enumerate(csv.reader(text.splitlines()), start=1)
-        if fields and any(f.strip() for f in fields)
-    ]
+    try:
+        rows = [
+            (number, fields)
+            for number, fields in enumerate(csv.reader(text.splitlines()), start=1)
+            if fields and any(f.strip() for f in fields)
+        ]
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise DataError(
+            f"{path}: not a readable CSV file ({exc}); export it as plain CSV"
+        ) from None
     if not rows:
         raise DataError(f"{path}: the file is empty; export the site's records with a header row")
     first = rows[0][1]
