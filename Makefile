@@ -55,5 +55,21 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy fedcare server client privacy simulations
 
+# The whole suite under coverage, the processes it starts included (CLI, SuperLink, SuperNodes,
+# executors, apps: see [tool.coverage.run]); slower than `make test` and not part of it. Same
+# tests as `make test`, on its pytest-xdist workers where it has them (TEST_WORKERS). Prints every
+# module (fails under [tool.coverage.report] fail_under) and the trust core, each module of which
+# must reach 80 % (tests/coverage/trust_core.py); writes htmlcov/index.html. Fails if a test fails.
+COVERAGE_PYTEST_ARGS ?= $(if $(TEST_WORKERS),-n $(TEST_WORKERS) --dist loadgroup)
+.PHONY: coverage
+coverage: $(TEST_STAMP)
+	$(BIN)/coverage erase
+	@$(BIN)/coverage run -m pytest $(COVERAGE_PYTEST_ARGS) $(PYTEST_ARGS); tests=$$?; \
+	$(BIN)/coverage combine --quiet && $(BIN)/coverage html --quiet && \
+	echo "=== coverage of every module, subprocesses included (htmlcov/index.html) ===" && \
+	$(BIN)/coverage report; total=$$?; \
+	echo "=== trust core ===" && $(BIN)/python tests/coverage/trust_core.py; core=$$?; \
+	test $$tests -eq 0 && test $$total -eq 0 && test $$core -eq 0
+
 clean:
 	rm -rf $(VENV) build *.egg-info runs
