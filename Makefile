@@ -28,17 +28,17 @@ $(TEST_STAMP): $(RUNTIME_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(BIN)/fedcare simulate --out runs/demo
 
-# The whole suite. The deployment end-to-end tests spend most of their time waiting on
-# Flower's polling, so they run in a second pytest beside the rest; both must pass.
-DEPLOYMENT_TESTS := tests/e2e/test_deployment.py
+# The whole suite, every test, in a new order each run (pytest-randomly; the header prints the
+# seed: `make test PYTEST_ARGS=--randomly-seed=S` repeats an order). The end-to-end tests spend
+# most of their time waiting on Flower's polling and on process start-ups, so the suite runs on
+# TEST_WORKERS pytest-xdist workers, one test file per worker at a time (--dist loadfile), so a
+# module fixture (a running federation) is built once (see tests/conftest.py).
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
 test: $(TEST_STAMP) audit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@$(BIN)/python -m pytest $(DEPLOYMENT_TESTS) > .pytest-deployment.log 2>&1 & deployment=$$!; \
-	$(BIN)/python -m pytest --ignore=$(DEPLOYMENT_TESTS); rest=$$?; \
-	wait $$deployment; deployment_rc=$$?; \
-	echo "=== $(DEPLOYMENT_TESTS) (ran alongside) ==="; cat .pytest-deployment.log; \
-	test $$rest -eq 0 && test $$deployment_rc -eq 0
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(RUNTIME_STAMP)
 	$(BIN)/fedcare bench dp

@@ -1,8 +1,23 @@
-"""Shared fixtures: the embedded four-hospital data and quiet, offline Flower settings."""
+"""Shared fixtures: the embedded four-hospital data and quiet, offline Flower settings.
+
+Order and seeds: pytest-randomly (on in ``make test``: ``-p randomly`` in pyproject.toml)
+shuffles modules and the tests within each, and reseeds ``random`` and numpy before every test
+from ``--randomly-seed`` (printed in the header: rerun with it to reproduce an order); torch's
+global generator is reseeded here from the same seed. DP-SGD's noise and Poisson sampling are
+seeded from OS entropy by design (``fedcare.privacy.dp_sgd``) and cannot be seeded from here
+(in the simulation they run in Ray's worker processes): a test whose assertion depends on them
+must state its false-failure probability.
+
+Parallel runs (``make test``: pytest-xdist, ``--dist loadfile``): each test file goes to one
+worker, so a module-scoped fixture (a running federation, a finished simulation, a built wheel)
+is built once. Not ``loadgroup``: with pytest 9.2, xdist 3.8's group suffix on node ids has no
+effect (pytest keeps node ids in ``Node._id``), so groups were split across workers.
+"""
 
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,6 +28,17 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 SITES = ("cleveland", "hungarian", "switzerland", "va")
+
+
+@pytest.fixture(autouse=True)
+def _seeded_torch(request: pytest.FixtureRequest) -> None:
+    """torch's global generator, reseeded per test from the run's seed (as pytest-randomly
+    does for ``random`` and numpy), so a test that draws from it is reproducible."""
+    import torch
+
+    seed = request.config.getoption("randomly_seed", default=None)
+    base = seed if isinstance(seed, int) else 0
+    torch.manual_seed((base + zlib.crc32(request.node.nodeid.encode())) % 2**32)
 
 
 @pytest.fixture(scope="session")

@@ -32,11 +32,36 @@ FEDCARE = [sys.executable, "-m", "fedcare"]
 ROUNDS = 3
 
 
-def fedcare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+CompletedProcess = subprocess.CompletedProcess[str]
+
+
+def fedcare(*args: str, timeout: float = 600) -> CompletedProcess:
     env = os.environ | {"COLUMNS": "200"}
     return subprocess.run(
         [*FEDCARE, *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def fedcare_all(*commands: tuple[str, ...], timeout: float = 600) -> list[CompletedProcess]:
+    """Independent fedcare commands (each on its own site's folder) run at once: most of a
+    command's time is its start-up, so the sites need not wait for each other."""
+    env = os.environ | {"COLUMNS": "200"}
+    pipe = subprocess.PIPE
+    processes = [
+        subprocess.Popen([*FEDCARE, *args], stdout=pipe, stderr=pipe, text=True, env=env)
+        for args in commands
+    ]
+    results: list[CompletedProcess] = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=timeout)
+            results.append(CompletedProcess(process.args, process.returncode, stdout, stderr))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
 
 
 def stock_app(folder: Path) -> Path:
@@ -49,9 +74,19 @@ def stock_app(folder: Path) -> Path:
 
 
 def audit_entries(state: Path, run_id: str) -> list[dict[str, Any]]:
-    """A site's audit-log entries for one run."""
-    lines = (state / "audit-log.jsonl").read_text().splitlines()
+    """A site's audit-log entries for one run (none while the site has not written its log)."""
+    log = state / "audit-log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
     return [entry for entry in map(json.loads, lines) if entry["run_id"] == run_id]
+
+
+def verify_audit_logs(root: Path) -> None:
+    """``fedcare site audit --verify`` passes at every site."""
+    checks = fedcare_all(
+        *(("site", "audit", "--state", str(root / site), "--verify") for site in SITES)
+    )
+    for site, check in zip(SITES, checks, strict=True):
+        assert check.returncode == 0, (site, check.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +97,13 @@ def federation(
     coord = root / "coordinator"
     started: list[Path] = []
     try:
-        assert fedcare("pki", "init", "--dir", str(coord)).returncode == 0
-        for site in SITES:  # each hospital makes its key pair; the owner registers site.pub
-            keygen = fedcare("site", "keygen", "--state", str(root / site), "--name", site)
-            assert keygen.returncode == 0, keygen.stderr
+        # The owner's PKI and each hospital's key pair are independent: made at once.
+        made = fedcare_all(
+            ("pki", "init", "--dir", str(coord)),
+            *(("site", "keygen", "--state", str(root / site), "--name", site) for site in SITES),
+        )
+        assert [m.returncode for m in made] == [0] * len(made), [m.stderr for m in made]
+        for site in SITES:  # the owner registers each site.pub (one registry: one at a time)
             public_key = str(root / site / "site.pub")
             added = fedcare(
                 "pki", "add-site", site, "--dir", str(coord), "--public-key", public_key
@@ -73,25 +111,25 @@ def federation(
             assert added.returncode == 0, added.stderr
         stock_hash = fab_hash(stock_app(root / "stock" / "app"))  # run by a later test
         result = fedcare("coordinator", "start", "--dir", str(coord), "--approve-app", stock_hash)
-        assert result.returncode == 0, result.stderr
         started += [coord / "superlink.pid", coord / "frontdoor.pid", coord / "executor.pid"]
+        assert result.returncode == 0, result.stderr
         info = json.loads((coord / "frontdoor.pid").read_text())  # sites reach the front door
         address = f"{info['host']}:{info['port']}"
         assert info["port"] != json.loads((coord / "superlink.pid").read_text())["port"]
         for site in SITES:
-            state = root / site
-            result = fedcare(
-                "site", "start", "--name", site, "--data", str(site_paths[site]),
-                "--state", str(state), "--ca", str(coord / "ca.crt"),
-                "--coordinator", address, "--allow-non-dp",
-            )  # fmt: skip
-            started += [state / "supernode.pid", state / "executor.pid"]
-            assert result.returncode == 0, result.stderr
+            started += [root / site / "supernode.pid", root / site / "executor.pid"]
+        results = fedcare_all(*(
+            ("site", "start", "--name", site, "--data", str(site_paths[site]),
+             "--state", str(root / site), "--ca", str(coord / "ca.crt"),
+             "--coordinator", address, "--allow-non-dp")
+            for site in SITES
+        ))  # fmt: skip
+        for site, result in zip(SITES, results, strict=True):
+            assert result.returncode == 0, (site, result.stderr)
         yield {"root": root, "coord": coord, "address": address, "port": info["port"]}
     finally:
         pids = [json.loads(p.read_text())["pid"] for p in started if p.exists()]
-        for site in SITES:
-            fedcare("site", "stop", "--state", str(root / site))
+        fedcare_all(*(("site", "stop", "--state", str(root / site)) for site in SITES))
         fedcare("coordinator", "stop", "--dir", str(coord))
         alive = [pid for pid, group, _ in _processes() if pid in pids or group in pids]
         assert not alive, f"processes left running: {alive}"
@@ -100,15 +138,16 @@ def federation(
 SECAGG_ROUNDS = 1
 
 
-def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
-    federation: dict[str, Any], tmp_path: Path
-) -> None:
-    """SecAgg+ and Opacus DP together on the real federation: the run completes, every site's
-    ε stays within the target, and what each site sent for training is masked - no weights.
+@pytest.fixture(scope="module")
+def secagg_run(
+    federation: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """A SecAgg+ run with DP at the three sites, and the coordinator's ledger heads right after.
 
-    First in this module: the plain run below records non-private rounds, which (rightly) spend
-    each site's whole budget, so no DP run can follow it at the same sites."""
-    config = tmp_path / "secagg.toml"
+    The plain run (``finished_run``) records non-private rounds, which (rightly) spend each
+    site's whole budget, so no DP run can follow it at the same sites: ``finished_run`` asks
+    for this fixture first, so the DP run comes first in any test order."""
+    config = tmp_path_factory.mktemp("secagg") / "secagg.toml"
     config.write_text(
         'strategy = "fedavg"\ndp = true\ntarget-epsilon = 1.0\nsecure-aggregation = true\n'
         "secagg-num-shares = 3\nsecagg-threshold = 2\n"
@@ -122,19 +161,29 @@ def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = set(runs.iterdir()) - before
-    rounds = json.loads((run_dir / "rounds.json").read_text())
+    return {
+        "rounds": json.loads((run_dir / "rounds.json").read_text()),
+        "run_id": json.loads((run_dir / "run.json").read_text())["run_id"],
+        "heads": json.loads((coord / "ledger-heads.json").read_text()),  # signed, per site
+    }
+
+
+def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
+    federation: dict[str, Any], secagg_run: dict[str, Any]
+) -> None:
+    """SecAgg+ and Opacus DP together on the real federation: the run completes, every site's
+    ε stays within the target, and what each site sent for training is masked - no weights."""
+    rounds, run_id, heads = secagg_run["rounds"], secagg_run["run_id"], secagg_run["heads"]
     assert [r["round"] for r in rounds] == list(range(SECAGG_ROUNDS + 1))
     for record in rounds[1:]:
         assert set(record["sites"]) == set(SITES)
         assert record["refused"] == {} and record["rejected"] == {}
         assert set(record["epsilon"]) == set(SITES)
         assert all(0 < eps <= 1.0 for eps in record["epsilon"].values())
-    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
-    heads = json.loads((coord / "ledger-heads.json").read_text())  # each site's signed head
     assert {site: heads[site]["head"]["entries"] for site in SITES} == dict.fromkeys(SITES, 1)
+    verify_audit_logs(federation["root"])
     for site in SITES:
         state = federation["root"] / site
-        assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
         train = [e for e in audit_entries(state, run_id) if e["message_type"] == "train"]
         stages = [e["secure_aggregation_stage"] for e in train]
         per_round = ["setup", "share_keys", "collect_masked_vectors", "unmask"]
@@ -150,16 +199,20 @@ def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
 
 
 @pytest.fixture(scope="module")
-def finished_run(federation: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
+def finished_run(
+    federation: dict[str, Any], secagg_run: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str, str]:
+    """A 3-round plain run, after the DP run (``secagg_run``) whatever the test order."""
     coord = federation["coord"]
     status = fedcare("coordinator", "status", "--dir", str(coord))
     assert status.returncode == 0 and status.stdout.count(": online") == 3, status.stdout
+    before = set((coord / "runs").iterdir())  # the DP run made the folder
     result = fedcare(
         "coordinator", "run", "--dir", str(coord), "--min-sites", "3", "--rounds", str(ROUNDS),
         "--strategy", "fedavg", "--timeout", "480",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = max((coord / "runs").iterdir())  # run folders are named by start time
+    (run_dir,) = set((coord / "runs").iterdir()) - before
     run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     return json.loads((run_dir / "rounds.json").read_text()), result.stdout, run_id
 
@@ -179,11 +232,9 @@ def test_audit_logs_verify_and_hold_only_weights_and_allowed_metrics(
     finished_run: tuple[list[dict[str, Any]], str, str],
     site_paths: dict[str, Path],
 ) -> None:
+    verify_audit_logs(federation["root"])
     for site in SITES:
-        state = federation["root"] / site
-        verify = fedcare("site", "audit", "--state", str(state), "--verify")
-        assert verify.returncode == 0, verify.stderr
-        entries = audit_entries(state, finished_run[2])
+        entries = audit_entries(federation["root"] / site, finished_run[2])
         assert len(entries) == 2 * ROUNDS + 1  # round-0 evaluation, then train + evaluate per round
         raw_values = {
             v for line in site_paths[site].read_text().splitlines() for v in line.split(",")
@@ -280,17 +331,16 @@ def test_an_unapproved_app_is_refused_by_every_site(federation: dict[str, Any]) 
         deadline = time.monotonic() + 120
         refused: dict[str, list[dict[str, Any]]] = {}
         while time.monotonic() < deadline and len(refused) < len(SITES):
-            for site in SITES:
-                log = federation["root"] / site / "audit-log.jsonl"
-                entries = [json.loads(line) for line in log.read_text().splitlines()]
-                hits = [e for e in entries if e["kind"] == "refused-app" and e["run_id"] == run_id]
+            for site in SITES:  # a site that has served no run yet has no audit log yet
+                entries = audit_entries(federation["root"] / site, run_id)
+                hits = [e for e in entries if e["kind"] == "refused-app"]
                 if hits:
                     refused[site] = hits
             time.sleep(1)
         assert set(refused) == set(SITES)
+        verify_audit_logs(federation["root"])
         for site in SITES:
             state = federation["root"] / site
-            assert fedcare("site", "audit", "--state", str(state), "--verify").returncode == 0
             sent = [e for e in audit_entries(state, run_id) if e["kind"] != "refused-app"]
             assert sent == []  # nothing was sent for the unapproved run
         deadline = time.monotonic() + 120

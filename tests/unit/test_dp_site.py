@@ -38,6 +38,8 @@ def test_reprivatising_the_same_model_leaves_no_hooks(site_paths: dict[str, Path
 
 
 def test_noise_is_not_reproducible_from_run_seeds(site_paths: dict[str, Path]) -> None:
+    """Unseeded on purpose (the noise must not follow the run seed). False failure: both
+    rounds' Poisson and noise generators get equal 63-bit OS-entropy seeds, p = 2**-126."""
     task = get_task("heart-disease")
     data = task.load_site("va", site_paths["va"])
     settings = DpSgdSettings(1.0, 1.0, poisson_sample_rate(data.n_train, 8), 1, 0.05)
