@@ -16,6 +16,7 @@ values above it rather than silently top-coding them: the export is the site's t
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -86,12 +87,14 @@ def _read_text_rows(
             f"{path}: not UTF-8 text (undecodable byte at offset {exc.start}); export the file "
             "as UTF-8 CSV"
         ) from None
+    # The csv module reads the text itself (newline=""), so a quoted field spanning a line break
+    # stays one value (refused as a number) instead of being glued into another value.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
     try:
-        rows = [
-            (number, fields)
-            for number, fields in enumerate(csv.reader(text.splitlines()), start=1)
-            if fields and any(f.strip() for f in fields)
-        ]
+        for fields in reader:
+            if fields and any(f.strip() for f in fields):
+                rows.append((reader.line_num, fields))
     except csv.Error as exc:  # e.g. a field over the csv module's size limit
         raise DataError(
             f"{path}: not a readable CSV file ({exc}); export it as plain CSV"

@@ -198,3 +198,13 @@ def test_the_ignore_list_round_trips_through_node_config() -> None:
     for bad in ("a,b", "a b", 'a"', "a=b", ""):
         with pytest.raises(ConfigError, match="ignore column"):
             SitePolicy(ignore_columns=(bad,))
+
+
+def test_a_quoted_value_spanning_a_line_break_is_refused_not_glued(tmp_path: Path) -> None:
+    """``"6\\n3"`` is one malformed age, never the age 63."""
+    broken = '"6\n3"' + GOOD[GOOD.index(",") :]
+    path = _write(tmp_path, "\n".join([broken, *ROWS]) + "\n")
+
+    message = _error(path)
+
+    assert "age" in message
