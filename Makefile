@@ -71,5 +71,13 @@ coverage: $(TEST_STAMP)
 	echo "=== trust core ===" && $(BIN)/python tests/coverage/trust_core.py; core=$$?; \
 	test $$tests -eq 0 && test $$total -eq 0 && test $$core -eq 0
 
+# Mutation testing of the trust core with mutmut ([tool.mutmut]; tests/mutation/run.py stages
+# the tree as the package lays it out in build/mutation/ and runs mutmut there): prints the
+# per-module table and writes reports/mutation.md. A fresh full run, not part of `make test`
+# (which runs `tests/mutation/run.py --quick`). `--resume` re-runs only what was not killed.
+.PHONY: mutate
+mutate: $(TEST_STAMP)
+	$(BIN)/python tests/mutation/run.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info runs
