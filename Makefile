@@ -57,14 +57,13 @@ lint: $(TEST_STAMP)
 
 # The whole suite under coverage, the processes it starts included (CLI, SuperLink, SuperNodes,
 # executors, apps: see [tool.coverage.run]); slower than `make test` and not part of it. Same
-# tests as `make test`, on its pytest-xdist workers where it has them (TEST_WORKERS). Prints every
+# tests, workers and order options as `make test` (TEST_WORKERS, PYTEST_ARGS). Prints every
 # module (fails under [tool.coverage.report] fail_under) and the trust core, each module of which
 # must reach 80 % (tests/coverage/trust_core.py); writes htmlcov/index.html. Fails if a test fails.
-COVERAGE_PYTEST_ARGS ?= $(if $(TEST_WORKERS),-n $(TEST_WORKERS) --dist loadgroup)
 .PHONY: coverage
 coverage: $(TEST_STAMP)
 	$(BIN)/coverage erase
-	@$(BIN)/coverage run -m pytest $(COVERAGE_PYTEST_ARGS) $(PYTEST_ARGS); tests=$$?; \
+	@$(BIN)/coverage run -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); tests=$$?; \
 	$(BIN)/coverage combine --quiet; $(BIN)/coverage html --quiet --fail-under=0; \
 	echo "=== coverage of every module, subprocesses included (htmlcov/index.html) ==="; \
 	$(BIN)/coverage report; total=$$?; \
