@@ -39,6 +39,7 @@ test: $(TEST_STAMP) audit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python tests/mutation/run.py --quick
 
 bench: $(RUNTIME_STAMP)
 	$(BIN)/fedcare bench dp

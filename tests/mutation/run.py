@@ -266,7 +266,7 @@ def table(scores: list[ModuleScore], total: ModuleScore) -> list[list[str]]:
                 str(c["timeout"]),
                 str(c["equivalent"]),
                 str(c["not checked"]),
-                f"{s.score:.1f} %",
+                f"{s.score:.1f} %" if s.scored else "n/a",
             ]
         )
     return rows
@@ -435,24 +435,34 @@ def quick(jobs: int) -> int:
 
 
 def generated_mutants() -> list[Mutant]:
-    """Every trust-core mutant mutmut would make now (no tests run), with its change."""
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    """The listed equivalents' mutants as mutmut makes them now (no tests run), with changes."""
+    from difflib import unified_diff
+
+    import libcst as cst
+    from mutmut.mutation.diff_apply import read_mutant_function, read_original_function
     from mutmut.mutation.file_mutation import mutate_file_contents
     from mutmut.utils.format_utils import get_mutant_name
 
     package_dirs: dict[str, str] = pyproject()["tool"]["setuptools"]["package-dir"]
-    wanted = {m for e in equivalents() for m in [e.rpartition(".x")[0]]}
+    listed = equivalents()
     mutants = []
     for staged in pyproject()["tool"]["mutmut"]["only_mutate"]:
         module = staged[: -len(".py")].replace("/", ".")
-        if module not in wanted:
+        if not any(key.startswith(module + ".x") for key in listed):
             continue
         source = _source_of(staged, package_dirs).read_text(encoding="utf-8")
         mutated = mutate_file_contents(staged, source)
+        tree = cst.parse_module(mutated.code)  # once: parsing per mutant is quadratic
         for name in mutated.mutant_names:
             key = get_mutant_name(Path(staged), name)
-            change = one_line(get_diff_for_mutant(key, source=mutated.code, path=staged))
-            mutants.append(Mutant(key, staged, function_of(key), "generated", change))
+            if key not in listed:
+                continue
+            old, new = (
+                cst.Module([read(tree, key)]).code.strip().split("\n")
+                for read in (read_original_function, read_mutant_function)
+            )
+            diff = "\n".join(unified_diff(old, new, lineterm=""))
+            mutants.append(Mutant(key, staged, function_of(key), "generated", one_line(diff)))
     return mutants
 
 
