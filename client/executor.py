@@ -16,7 +16,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedcare.superexec import ExecutorSettings, OnRefused, fab_hash, fedcare_fab_hash, main
+from fedcare.superexec import (
+    ExecutorSettings,
+    OnRefused,
+    fab_hash,
+    fedcare_fab_hash,
+    main,
+    runtime_client,
+)
 
 if TYPE_CHECKING:
     from flwr.proto.task_pb2 import Task
@@ -32,19 +39,17 @@ def refuse_clientapp(settings: ExecutorSettings) -> OnRefused:
 
     def refuse(task: Task, token: str) -> None:
         refusal_entry(settings.state_dir, str(task.run_id), task.fab_hash)
-        _answer_refusal(settings.runtime_api_address, token)
+        _answer_refusal(settings, token)
 
     return refuse
 
 
-def _answer_refusal(runtime_api_address: str, token: str) -> None:
+def _answer_refusal(settings: ExecutorSettings, token: str) -> None:
     """Reply to the refused task with an ``app-not-approved`` error and close it, using the
     Runtime API calls of Flower's own ClientApp process (its task token, its helpers)."""
     from flwr.app import Error, Message
     from flwr.common.constant import SubStatus
     from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-    from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supernode.runtime.run_clientapp import (
         pull_task_input,
         push_message,
@@ -53,11 +58,7 @@ def _answer_refusal(runtime_api_address: str, token: str) -> None:
 
     from fedcare import messages as keys
 
-    client = RuntimeHttpClient.from_server_address(
-        server_address=runtime_api_address, insecure=True, root_certificates=None,
-        interceptors=[RuntimeTokenHttpInterceptor(token)],
-        retry_invoker=make_simple_http_retry_invoker(),
-    )  # fmt: skip
+    client = runtime_client(settings, RuntimeTokenHttpInterceptor(token))
     try:
         message, context, _, _ = pull_task_input(client)
         code = keys.REFUSAL_CODES[keys.REFUSED_APP]

@@ -40,13 +40,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fedcare.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     from flwr.proto.task_pb2 import Task
     from flwr.supercore.constant import TaskType
+    from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 
 log = logging.getLogger("fedcare.superexec")
@@ -198,6 +199,20 @@ class ExecutorSettings:
     root_certificates: Path | None = None  # None: plain HTTP on loopback (the SuperNode)
 
 
+def runtime_client(settings: ExecutorSettings, *interceptors: Any) -> RuntimeHttpClient:
+    """A Runtime API client for this host's executor or for one task (with the task token's
+    interceptor): TLS with the host's root certificates, or plain HTTP on the site's loopback."""
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    insecure = settings.root_certificates is None
+    return RuntimeHttpClient.from_server_address(
+        server_address=settings.runtime_api_address, insecure=insecure,
+        root_certificates=None if insecure else str(settings.root_certificates),
+        interceptors=list(interceptors), retry_invoker=make_simple_http_retry_invoker(),
+    )  # fmt: skip
+
+
 def run_executor(settings: ExecutorSettings, on_refused: OnRefused) -> None:
     """Poll the Runtime API for tasks (signed with the host's secret); launch approved ones,
     hand unapproved ones to ``on_refused(task, token)`` once each."""
@@ -207,8 +222,6 @@ def run_executor(settings: ExecutorSettings, on_refused: OnRefused) -> None:
         RuntimeVersionHttpInterceptor,
         SuperExecAuthHttpInterceptor,
     )
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-    from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supercore.superexec.plugin import AutoExecPlugin
 
     secret = load_superexec_auth_secret(str(settings.secret_file))
@@ -216,15 +229,11 @@ def run_executor(settings: ExecutorSettings, on_refused: OnRefused) -> None:
     insecure = settings.root_certificates is None
     certificates = None if insecure else str(settings.root_certificates)
     executor = TokenFileExecutor(settings.state_dir / TOKENS_DIR)
-    client = RuntimeHttpClient.from_server_address(
-        server_address=settings.runtime_api_address, insecure=insecure,
-        root_certificates=certificates,
-        interceptors=[
-            RuntimeVersionHttpInterceptor(component_name="SuperExec"),
-            SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={ACQUIRE_TASK}),
-        ],
-        retry_invoker=make_simple_http_retry_invoker(),
-    )  # fmt: skip
+    client = runtime_client(
+        settings,
+        RuntimeVersionHttpInterceptor(component_name="SuperExec"),
+        SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={ACQUIRE_TASK}),
+    )
 
     class _Plugin(AutoExecPlugin):
         supported_task_types = frozenset({settings.task_type})

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedcare.superexec import ExecutorSettings, OnRefused, main
+from fedcare.superexec import ExecutorSettings, OnRefused, main, runtime_client
 
 if TYPE_CHECKING:
     from flwr.proto.task_pb2 import Task
@@ -36,15 +36,8 @@ def refuse_serverapp(settings: ExecutorSettings) -> OnRefused:
         from flwr.common.constant import SubStatus
         from flwr.proto.runtime_pb2 import PullTaskInputRequest, PushTaskOutputRequest
         from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
-        from flwr.supercore.retry import make_simple_http_retry_invoker
-        from flwr.supercore.runtime import RuntimeHttpClient
 
-        client = RuntimeHttpClient.from_server_address(
-            server_address=settings.runtime_api_address, insecure=False,
-            root_certificates=str(settings.root_certificates),
-            interceptors=[RuntimeTokenHttpInterceptor(token)],
-            retry_invoker=make_simple_http_retry_invoker(),
-        )  # fmt: skip
+        client = runtime_client(settings, RuntimeTokenHttpInterceptor(token))
         try:
             task_input = client.PullTaskInput(PullTaskInputRequest())
             client.PushTaskOutput(

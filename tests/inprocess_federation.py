@@ -38,6 +38,12 @@ class Node:
     tamper: Tamper | None = None
 
 
+def _unused() -> TypeError:
+    """Grid methods the fedcare ServerApp never calls (it uses send_and_receive and
+    get_node_ids only); reaching one means the ServerApp changed and this harness must too."""
+    return TypeError("InProcessGrid delivers through send_and_receive only")
+
+
 class InProcessGrid(Grid):
     """Delivers every message synchronously to the destination node's ClientApp."""
 
@@ -58,19 +64,19 @@ class InProcessGrid(Grid):
 
     @property
     def run(self) -> Run:
-        raise NotImplementedError
+        raise _unused()
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        raise NotImplementedError
+        raise _unused()
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.nodes)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
+        raise _unused()
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
+        raise _unused()
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
