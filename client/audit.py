@@ -23,8 +23,6 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from fedcare import messages as keys
 from fedcare.chained_log import ChainedJsonLog
-from fedcare.client.secure_aggregation import is_secure_aggregation
-from fedcare.client.site import resolve_site
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +122,8 @@ def _json_float(value: float) -> float | str:
 
 
 def _secure_aggregation_stage(msg: Message) -> str | None:
+    from fedcare.client.secure_aggregation import is_secure_aggregation  # (torch: not for CLI)
+
     if not is_secure_aggregation(msg):
         return None
     return str(msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE, ""))
@@ -148,6 +148,8 @@ def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
         **describe(reply),
     }
     try:
+        from fedcare.client.site import resolve_site  # imported here: it loads torch
+
         audit_log(resolve_site(context).state_dir).append(entry)
     except Exception:  # the audit log is the site's proof: no entry, no message
         log.exception("audit log could not be written; the reply is withheld")

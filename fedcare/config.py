@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fedcare.errors import ConfigError
-from fedcare.tasks import ModelName, get_task
+from fedcare.tasks import ModelName, require_task
 
 
 class StrategyName(StrEnum):
@@ -99,7 +99,7 @@ class RunConfig:
             ("accountant", AccountantName),
         ):
             object.__setattr__(self, name, parse_choice(enum, name, getattr(self, name)))
-        get_task(self.task)
+        require_task(self.task)
         _require(self.rounds, "rounds", 1, 10_000)
         _require(self.local_epochs, "local-epochs", 1, 1_000)
         _require(self.batch_size, "batch-size", 1, 1_000_000)

@@ -89,7 +89,7 @@ def fedcare_fab_hash() -> str:
     """The hash of the FAB that this installed fedcare version submits for every run."""
     from fedcare.config import RunConfig
     from fedcare.flower_app import write_flower_app
-    from fedcare.server.app import default_runtime_config  # the FAB's defaults, not server code
+    from fedcare.runtime_keys import default_runtime_config  # the FAB's defaults (core)
 
     with tempfile.TemporaryDirectory(prefix="fedcare-app-") as tmp:
         defaults = RunConfig().to_run_config() | default_runtime_config()

@@ -24,6 +24,13 @@ from fedcare.atomic import write_json_atomic
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError
 from fedcare.privacy.secure_aggregation import SecAggSettings
+from fedcare.runtime_keys import (
+    MIN_SITES_KEY,
+    OUT_DIR_KEY,
+    REGISTRY_KEY,
+    ROUNDS_FILE,
+    RUNTIME_KEYS,
+)
 from fedcare.server import progress
 from fedcare.server.ledger_heads import HEADS_FILE, LedgerHeads
 from fedcare.server.secure_aggregation import SecureAggregationGrid
@@ -34,12 +41,6 @@ from fedcare.server.validation import UpdateRules
 from fedcare.tasks import get_task
 from fedcare.weights import save_weights, to_record
 
-OUT_DIR_KEY = "out-dir"
-MIN_SITES_KEY = "min-sites"
-SIM_SITES_KEY = "sim-sites"  # read by simulated ClientApps only
-REGISTRY_KEY = "site-registry"  # the coordinator's sites.json; "" in a simulation
-RUNTIME_KEYS = frozenset({OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY, REGISTRY_KEY})
-ROUNDS_FILE = "rounds.json"
 WEIGHTS_FILE = "global_model.safetensors"
 REPLY_TIMEOUT_S = 3600.0
 
@@ -70,11 +71,6 @@ class ServerSettings:
             min_sites=min_sites,
             registry=Path(registry) if registry else None,
         )
-
-
-def default_runtime_config() -> dict[str, str | int]:
-    """Runtime keys' defaults in the Flower App; each run overrides them (``--run-config``)."""
-    return {OUT_DIR_KEY: "fedcare-out", MIN_SITES_KEY: 2, REGISTRY_KEY: ""}
 
 
 def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:

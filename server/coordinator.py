@@ -30,7 +30,7 @@ from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
 from fedcare.privacy.pki import CA_CERT, CA_KEY, REGISTRY, SERVER_CERT, SERVER_KEY, read_registry
 from fedcare.processes import Daemon, flower_environment, free_port, private_dir
-from fedcare.server.app import (
+from fedcare.runtime_keys import (
     MIN_SITES_KEY,
     OUT_DIR_KEY,
     REGISTRY_KEY,

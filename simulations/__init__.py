@@ -1,7 +1,25 @@
-"""Multi-site simulations of the real ServerApp/ClientApp, with baselines and reports."""
+"""Multi-site simulations of the real ServerApp/ClientApp, with baselines and reports.
 
-from fedcare.simulations.adversaries import Attack
-from fedcare.simulations.scenarios import Scenario, SiteSource, get_scenario
-from fedcare.simulations.simulate import simulate
+Members are imported on first use (``fedcare.lazy_exports``).
+"""
+
+from typing import TYPE_CHECKING
+
+from fedcare.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from fedcare.simulations.adversaries import Attack
+    from fedcare.simulations.scenarios import Scenario, SiteSource, get_scenario
+    from fedcare.simulations.simulate import simulate
 
 __all__ = ["Attack", "Scenario", "SiteSource", "get_scenario", "simulate"]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Attack": "fedcare.simulations.adversaries",
+        "Scenario": "fedcare.simulations.scenarios",
+        "SiteSource": "fedcare.simulations.scenarios",
+        "get_scenario": "fedcare.simulations.scenarios",
+        "simulate": "fedcare.simulations.simulate",
+    },
+)

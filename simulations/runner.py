@@ -27,8 +27,8 @@ from fedcare.client.site import SiteIdentity
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
+from fedcare.runtime_keys import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, SIM_SITES_KEY
 from fedcare.server import progress
-from fedcare.server.app import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, SIM_SITES_KEY
 from fedcare.server.app import app as server_app
 from fedcare.server.tracking import RoundRecord
 from fedcare.simulations.adversaries import Attack, adversarial_client_app

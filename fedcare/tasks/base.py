@@ -7,7 +7,6 @@ the same name, and a site turns its own raw file into tensors the same way as ev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -15,14 +14,9 @@ import numpy as np
 import numpy.typing as npt
 from torch import nn
 
+from fedcare.tasks.names import ModelName
+
 FloatArray = npt.NDArray[np.float32]
-
-
-class ModelName(StrEnum):
-    """Model architectures every task offers; all are Opacus-compatible (no BatchNorm)."""
-
-    LOGREG = "logreg"
-    MLP = "mlp"
 
 
 @dataclass(frozen=True)
