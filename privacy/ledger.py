@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fedcare.atomic import write_json_atomic
 from fedcare.chained_log import GENESIS, ChainBrokenError, ChainedJsonLog
+from fedcare.errors import FedcareError
 from fedcare.privacy.errors import LedgerCorruptError
 from fedcare.privacy.events import PrivacyEvent
 
@@ -42,7 +43,7 @@ class PrivacyLedger:
         """Every event, verified; raises :class:`LedgerCorruptError` on any damage."""
         try:
             return tuple(PrivacyEvent.from_json(e) for e in self._log.read())
-        except (ChainBrokenError, KeyError, ValueError, TypeError) as exc:
+        except (ChainBrokenError, KeyError, ValueError, TypeError, FedcareError) as exc:
             raise self._corrupt(str(exc)) from None
 
     def append(self, event: PrivacyEvent) -> tuple[PrivacyEvent, ...]:
