@@ -1,5 +1,5 @@
-"""End to end in simulation: SecAgg+ gives FedAvg's aggregate, survives a site dropping out
-mid-round, and runs together with Opacus DP."""
+"""End to end in simulation: SecAgg+ gives FedAvg's aggregate and survives a site dropping out
+mid-round (with Opacus DP: ``test_secure_aggregation_dp.py``)."""
 
 from __future__ import annotations
 
@@ -65,16 +65,3 @@ def test_a_site_dropping_out_mid_round_is_tolerated(tmp_path: Path) -> None:
         ("va", r) for r in range(1, ROUNDS + 1)
     }
     _assert_same_model(tmp_path / "plain", tmp_path / "secagg")
-
-
-def test_secure_aggregation_runs_with_dp(tmp_path: Path) -> None:
-    """Opacus DP-SGD at every site, SecAgg+ over the clipped updates, and Switzerland declining
-    every round (budget) after joining the protocol."""
-    config = RunConfig(dp=True, target_epsilon=1.0, rounds=3, secure_aggregation=True)
-    summary = simulate(config, tmp_path, site_budgets={"switzerland": 0.05})
-    for name in ("cleveland", "hungarian", "va"):
-        assert 0.5 < summary["privacy"]["sites"][name]["epsilon"] <= 1.0
-    assert {(r["site"], r["reason"]) for r in summary["refusals"]} == {
-        ("switzerland", "privacy-budget-exhausted")
-    }
-    assert 0.5 < summary["mean_accuracy"] <= 1.0
