@@ -69,12 +69,11 @@ class LedgerHead:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> LedgerHead:
-        epsilon = payload["epsilon"]
         head = cls(
             site=str(payload["site"]),
             entries=int(payload["entries"]),
             chain=str(payload["chain"]),
-            epsilon=math.inf if epsilon == "inf" else float(epsilon),
+            epsilon=float(payload["epsilon"]),  # "inf" (see to_json) parses as math.inf
             resets=int(payload["resets"]),
             time=str(payload["time"]),
         )
