@@ -98,7 +98,10 @@ def train_dp_sgd(
 ) -> DpSgdResult:
     """Train ``model`` in place with DP-SGD; returns the steps taken."""
     features = torch.from_numpy(np.ascontiguousarray(x))
-    labels = torch.from_numpy(np.ascontiguousarray(y)).reshape(-1, 1)
+    # One label and one logit per record, so the loss per record has shape (B,): Opacus' ghost
+    # clipping scales that by each record's clipping coefficient, and a (B, 1) loss would be
+    # broadcast to (B, B), scaling every record by the sum of all coefficients (no clipping).
+    labels = torch.from_numpy(np.ascontiguousarray(y)).reshape(-1)
     loader = DPDataLoader(
         TensorDataset(features, labels),
         sample_rate=settings.sample_rate,
@@ -127,7 +130,7 @@ def train_dp_sgd(
             for batch_x, batch_y in _batches(loader, features, labels, settings.batch_loading):
                 dp_optimizer.zero_grad(set_to_none=True)
                 if batch_x.shape[0]:
-                    criterion(private_model(batch_x), batch_y).backward()
+                    criterion(private_model(batch_x).reshape(-1), batch_y).backward()
                 else:  # an empty Poisson batch still releases a noisy step: no per-sample
                     # gradients (some grad-sample modes refuse a batch of 0), noise only
                     for parameter in model.parameters():
