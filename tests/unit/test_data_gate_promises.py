@@ -532,3 +532,18 @@ def test_a_ninth_problem_is_counted_not_shown(tmp_path: Path) -> None:
 
     shown = "; ".join(_not_a_number(i) for i in range(8))
     assert _refusal(path, schema=WIDE) == f"{path}: 9 problem(s): {shown}; and 1 more"
+
+
+def test_an_address_broken_by_a_bare_carriage_return_inside_quotes_is_still_caught(
+    tmp_path: Path,
+) -> None:
+    streets = ["12 Oak\rStreet", "7 Elm\rRoad", "3 Ash\rLane", "40 Bay\rDrive"]
+    path = tmp_path / "site.csv"
+    lines = [HEADER + ",home", *(f'{r},"{s}"' for r, s in zip(ROWS, streets, strict=True))]
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+
+    assert _refusal(path, ("home",)) == (
+        f"{path}: 1 problem(s): column 'home' (listed to ignore, but an identifier cannot be "
+        "ignored) looks like street addresses (by its values: 4 of 4): remove it from the export; "
+        "fedcare only takes de-identified data"
+    )
