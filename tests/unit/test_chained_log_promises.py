@@ -18,7 +18,8 @@ from fedcare.chained_log import GENESIS, ChainBrokenError, ChainedJsonLog, canon
 
 
 def _log(tmp_path: Path) -> ChainedJsonLog:
-    return ChainedJsonLog(tmp_path / "log.jsonl", tmp_path / "log.head.json", what="entry")
+    """A log whose messages name its lines by the default word, "entry"."""
+    return ChainedJsonLog(tmp_path / "log.jsonl", tmp_path / "log.head.json")
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -91,3 +92,14 @@ def test_a_head_two_entries_behind_is_refused_even_from_zero(tmp_path: Path) -> 
     with pytest.raises(ChainBrokenError) as info:
         log.read()
     assert str(info.value) == "it holds 2 entry(s), more than head 0 + 1"
+
+
+def test_a_log_names_its_lines_entries_unless_told_otherwise(tmp_path: Path) -> None:
+    # Prepare
+    log = _log(tmp_path)
+    log.append({"n": 1})
+    log.path.write_text(log.path.read_text(encoding="utf-8") + "42\n", encoding="utf-8")
+
+    # Execute / Assert
+    with pytest.raises(ChainBrokenError, match=r"^line 2 is not a valid entry \("):
+        log.read()
