@@ -273,9 +273,13 @@ def test_a_site_key_that_is_not_ec_is_refused_naming_the_file_and_the_fix(tmp_pa
 # --- the coordinator's memory ----------------------------------------------------------------
 
 
-def test_a_head_equal_to_the_kept_one_did_not_go_back() -> None:
-    assert went_back(head(2, 1.0), head(2, 1.0)) is None
-    assert went_back(head(2, 1.0), head(3, 1.0, chain=CHAIN_B)) is None
+def test_a_head_level_with_or_ahead_of_the_kept_one_did_not_go_back() -> None:
+    kept = head(2, 1.0)
+    assert went_back(kept, head(2, 1.0)) is None
+    assert went_back(kept, head(3, 1.0, chain=CHAIN_B)) is None
+
+
+def test_a_lower_epsilon_is_named_with_both_values() -> None:
     assert went_back(head(2, 1.0), head(3, 0.5)) == "its ledger's ε is 0.5, 1 before"
 
 
