@@ -547,3 +547,12 @@ def test_an_address_broken_by_a_bare_carriage_return_inside_quotes_is_still_caug
         "ignored) looks like street addresses (by its values: 4 of 4): remove it from the export; "
         "fedcare only takes de-identified data"
     )
+
+
+def test_a_file_with_old_mac_line_ends_loads_like_any_other(tmp_path: Path) -> None:
+    path = tmp_path / "site.csv"
+    path.write_bytes(("\r".join([HEADER, *ROWS]) + "\r").encode())
+
+    table = read_site_table(path, SCHEMA)
+
+    np.testing.assert_array_equal(table, EXPECTED)
