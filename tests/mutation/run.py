@@ -499,10 +499,10 @@ def main() -> int:
         run_mutmut(STAGE, args.jobs, [])
         if args.resume:  # a new test may kill what survived before: run those again
             modules = scope()
-            again = [
+            again = [  # and a timeout on a loaded machine is no proof: run those again too
                 m.key
                 for m in load_results(STAGE, with_changes=False)
-                if in_scope(m, modules) and m.status not in KILLED
+                if in_scope(m, modules) and (m.status not in KILLED or m.status == "timeout")
             ]
             if again:
                 run_mutmut(STAGE, args.jobs, again)
