@@ -130,11 +130,10 @@ def test_every_poisson_batch_counts_as_a_step_even_an_empty_one(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_an_empty_batch_still_adds_noise(mode: GradSampleMode) -> None:
-    """One record at rate 1/2 with expected batch 1... uses 2 records at rate 1/2 instead: each
-    step is empty with probability 1/4. Inputs are 0, so only noise moves the 3000 weights:
-    over 40 steps each moves by N(0, 40 (sigma C lr)^2) in total. The sample standard deviation
-    is within 12 % of that but for p < 1e-9. Without noise on the empty steps (about 10 of 40)
-    it would be about 13 % lower."""
+    """2 records at rate 1/2 (expected batch 1): each step is empty with probability 1/4.
+    Inputs are 0, so only noise moves the 3000 weights: over 40 steps each moves by
+    N(0, 40 (sigma C lr)^2) in total. The sample standard deviation is within 12 % of that but
+    for p < 1e-9. Without noise on the empty steps (about 10 of 40) it would be about 13 % lower."""
     n, d, steps = 2, 3000, 40
     x, y = np.zeros((n, d), dtype=np.float32), np.ones(n, dtype=np.float32)
     model = linear(d, bias=False)
@@ -184,9 +183,9 @@ def test_entropy_seeds_are_63_independent_random_bits() -> None:
         assert len({(seed >> bit) & 1 for seed in seeds}) == 2, f"bit {bit} never varies"
 
 
-def test_a_copy_of_the_model_is_not_touched() -> None:
+def test_the_model_is_trained_in_place() -> None:
     x, y = records(5, 2)
     model = linear(2)
-    untouched = copy.deepcopy(model)
+    before = copy.deepcopy(model)
     train_dp_sgd(model, nn.BCEWithLogitsLoss(), x, y, DpSgdSettings(1.0, 1.0, 1.0, 1, 0.1))
-    assert not torch.equal(flat(model), flat(untouched))
+    assert not torch.equal(flat(model), flat(before))
