@@ -16,8 +16,10 @@ effect (pytest keeps node ids in ``Node._id``), so groups were split across work
 
 from __future__ import annotations
 
+import locale
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,15 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def site_paths(data_dir: Path) -> dict[str, Path]:
     return {site: data_dir / f"processed.{site}.data" for site in SITES}
+
+
+@pytest.fixture
+def ascii_locale() -> Iterator[None]:
+    """The process runs under the C locale, whose default text encoding is ASCII (a minimal
+    server image): a file read without an explicit encoding would then fail on UTF-8 text."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)

@@ -7,9 +7,7 @@ head is an anchor for exactly what it records: one entry beyond it is a crash, n
 from __future__ import annotations
 
 import json
-import locale
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,17 +27,6 @@ def test_a_value_that_is_not_strict_json_has_no_canonical_form_and_no_chain(valu
         canonical({"epsilon": value})
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         next_chain(GENESIS, {"epsilon": value})
-
-
-@pytest.fixture
-def ascii_locale() -> Iterator[None]:
-    """The process runs under the C locale, whose default text encoding is ASCII."""
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_CTYPE, before)
 
 
 @pytest.mark.usefixtures("ascii_locale")

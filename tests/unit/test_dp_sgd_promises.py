@@ -145,18 +145,23 @@ def test_an_empty_batch_still_adds_noise(mode: GradSampleMode) -> None:
     assert float(moved.std()) == pytest.approx(steps**0.5, rel=0.12)
 
 
+def trained_after_seeding_torch(
+    x: np.ndarray, y: np.ndarray, settings: DpSgdSettings
+) -> torch.Tensor:
+    """A fresh model's weights after DP-SGD, with torch's global generator seeded alike first."""
+    model = linear(3)
+    torch.manual_seed(1234)
+    train_dp_sgd(model, nn.BCEWithLogitsLoss(), x, y, settings)
+    return flat(model)
+
+
 def test_noise_does_not_follow_torchs_global_seed() -> None:
     """Same global seed, same data, all records in every batch: only the noise can differ.
     False failure: both rounds' noise generators get equal 63-bit seeds, p = 2**-63."""
     x, y = records(8, 3)
     settings = DpSgdSettings(1.0, 1.0, 1.0, 1, 0.1)
-    weights = []
-    for _ in range(2):
-        model = linear(3)
-        torch.manual_seed(1234)
-        train_dp_sgd(model, nn.BCEWithLogitsLoss(), x, y, settings)
-        weights.append(flat(model))
-    assert not torch.equal(weights[0], weights[1])
+    first, second = (trained_after_seeding_torch(x, y, settings) for _ in range(2))
+    assert not torch.equal(first, second)
 
 
 @pytest.mark.parametrize("loading", LOADINGS)
@@ -165,13 +170,8 @@ def test_poisson_batches_do_not_follow_torchs_global_seed(loading: BatchLoading)
     2 steps: both runs draw the same batches with probability 2**-80."""
     x, y = records(40, 3)
     settings = DpSgdSettings(0.0, 1e6, 0.5, 1, 0.5, batch_loading=loading)
-    weights = []
-    for _ in range(2):
-        model = linear(3)
-        torch.manual_seed(1234)
-        train_dp_sgd(model, nn.BCEWithLogitsLoss(), x, y, settings)
-        weights.append(flat(model))
-    assert not torch.equal(weights[0], weights[1])
+    first, second = (trained_after_seeding_torch(x, y, settings) for _ in range(2))
+    assert not torch.equal(first, second)
 
 
 def test_entropy_seeds_are_63_independent_random_bits() -> None:

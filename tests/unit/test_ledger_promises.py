@@ -8,7 +8,6 @@ time stamp, never over an earlier one, and is counted.
 from __future__ import annotations
 
 import json
-import locale
 import re
 import time
 from collections.abc import Iterator
@@ -218,17 +217,6 @@ def test_the_reset_count_is_read_from_its_file(tmp_path: Path) -> None:
 
     # Execute / Assert
     assert PrivacyLedger(tmp_path).resets() == 4
-
-
-@pytest.fixture
-def ascii_locale() -> Iterator[None]:
-    """The process runs under the C locale, whose default text encoding is ASCII."""
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_CTYPE, before)
 
 
 @pytest.mark.usefixtures("ascii_locale")

@@ -5,8 +5,6 @@ unreadable one is refused in one line that says who writes it."""
 from __future__ import annotations
 
 import json
-import locale
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,6 @@ from fedcare.privacy.pki import add_site, generate_site_key, init_federation
 from fedcare.server.site_registry import SiteRegistry
 
 WRITTEN_BY = "it is written by 'fedcare pki add-site' and 'fedcare coordinator start'"
-
-
-@pytest.fixture
-def ascii_locale() -> Iterator[None]:
-    """The host's locale is plain C (ASCII), as on a minimal server image."""
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    yield
-    locale.setlocale(locale.LC_CTYPE, before)
 
 
 def test_node_ids_map_to_the_registered_names_and_every_site_has_its_key(
