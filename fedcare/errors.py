@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     CONFIG = 2
     DATA = 3
     PRIVACY = 4
+    NO_TRAINING = 5  # a run finished, but no site trained in any round
 
 
 class FedcareError(Exception):

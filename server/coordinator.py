@@ -86,11 +86,18 @@ class Coordinator:
         return f"{info.get('host', '127.0.0.1')}:{info['port']}"
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run the Flower CLI against this coordinator's SuperLink."""
-        return subprocess.run(
-            ["flwr", *args], env=flower_environment(self.flwr_home), capture_output=True,
-            text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+        """Run the Flower CLI against this coordinator's SuperLink (wide, so that the boxes of
+        its error messages do not wrap words apart)."""
+        environment = flower_environment(self.flwr_home) | {"COLUMNS": "1000"}
+        try:
+            return subprocess.run(
+                ["flwr", *args], env=environment, capture_output=True, text=True,
+                timeout=timeout, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise CoordinatorError(
+                f"'flwr {args[0]}' did not answer in {timeout:.0f} s; see {self.log_file}"
+            ) from None
 
     @property
     def executor(self) -> Daemon:
@@ -121,6 +128,30 @@ class Coordinator:
         argv = superlink_argv(self.root, internal, secret)
         environment = flower_environment(self.flwr_home)
         self.daemon.start(argv, self.log_file, environment, internal, LOOPBACK)
+        try:  # from here on, a failure stops everything this start began: nothing half-started
+            self._start_helpers(host, port, internal, secret, approved_apps, environment)
+            self.register_sites()
+        except CoordinatorError as exc:
+            self.stop()
+            raise CoordinatorError(
+                f"{exc}; the coordinator was stopped (nothing left running): fix this, then "
+                f"'fedcare coordinator start --dir {self.root}' again"
+            ) from None
+        except BaseException:
+            self.stop()
+            raise
+        return f"{host}:{port}"
+
+    def _start_helpers(
+        self,
+        host: str,
+        port: int,
+        internal: int,
+        secret: Path,
+        approved_apps: tuple[str, ...],
+        environment: dict[str, str],
+    ) -> None:
+        """Once the SuperLink runs: the executor, and the front door on ``host:port``."""
         self._wait_listening(self.daemon, LOOPBACK, internal, "SuperLink", self.log_file)
         settings = executor_settings(
             f"{LOOPBACK}:{internal}", secret, self.root, (fedcare_fab_hash(), *approved_apps),
@@ -136,21 +167,18 @@ class Coordinator:
         ]  # fmt: skip
         self.front_door.start(front_door, self.front_door_log, environment, port, host)
         self._wait_listening(self.front_door, host, port, "front door", self.front_door_log)
-        self.register_sites()
-        return f"{host}:{port}"
 
     def _wait_listening(self, daemon: Daemon, host: str, port: int, what: str, log: Path) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _accepts(host, port):
             if not daemon.alive() or time.monotonic() > deadline:
-                self.stop()
                 raise CoordinatorError(f"the {what} did not start on {host}:{port}; see {log}")
             time.sleep(0.3)
 
     def _write_connection(self, host: str, port: int) -> None:
         text = (
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "{host}:{port}"\nroot-certificates = "{self.root / CA_CERT}"\n'
+            f'address = "{host}:{port}"\nroot-certificates = "{(self.root / CA_CERT).resolve()}"\n'
         )
         write_bytes_atomic(self.flwr_home / "config.toml", text.encode())
 
@@ -161,19 +189,28 @@ class Coordinator:
             if entry.get("node_id"):
                 continue
             result = self.flwr(
-                "supernode", "register", entry["public_key"], CONNECTION, "--name", name
-            )
-            found = re.search(r"SuperNode (\d+) registered", result.stdout + result.stderr)
-            if result.returncode != 0 or not found:
-                raise CoordinatorError(f"registering site {name!r} failed: {_last_line(result)}")
-            entry["node_id"] = found.group(1)
+                "supernode", "register", entry["public_key"], CONNECTION, "--name", name,
+                "--format", "json",
+            )  # fmt: skip
+            node_id = _json_output(result).get("node-id")
+            if result.returncode != 0 or not node_id:
+                raise CoordinatorError(
+                    f"registering site {name!r} failed: {flower_error(result)}; check its key "
+                    f"{entry['public_key']} or register it again with 'fedcare pki add-site "
+                    f"{name} --dir {self.root} --public-key SITE.pub --force'"
+                )
+            entry["node_id"] = str(node_id)
             write_json_atomic(self.root / REGISTRY, registry)
         return {name: e["node_id"] for name, e in registry.items()}
 
     def status(self) -> dict[str, Any]:
         """Which registered sites are online, and the latest run's progress."""
+        address = self.address()  # not running: say so at once, without asking Flower
         result = self.flwr("supernode", "list", CONNECTION, "--format", "json")
-        nodes = json.loads(result.stdout).get("nodes", []) if result.returncode == 0 else []
+        listed = _json_output(result)
+        if listed.get("success") is False:
+            raise CoordinatorError(f"listing the sites failed: {flower_error(result)}")
+        nodes = listed.get("nodes", [])
         names = {e.get("node_id"): n for n, e in read_registry(self.root).items()}
         sites = {names.get(str(n["node-id"]), str(n["node-id"])): n["status"] for n in nodes}
         latest = self.latest_run()
@@ -183,7 +220,7 @@ class Coordinator:
             else []
         )
         return {
-            "address": self.address(),
+            "address": address,
             "sites": sites,
             "run": latest.name if latest else None,
             "round": rounds[-1]["round"] if rounds else None,
@@ -225,18 +262,17 @@ class Coordinator:
         if overrides:
             args += ["--run-config", " ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())]
         result = self.flwr(*args)
-        try:
-            run_id = str(json.loads(result.stdout)["run-id"])
-        except (ValueError, KeyError):
-            raise CoordinatorError(f"submitting the run failed: {_last_line(result)}") from None
-        write_json_atomic(out / RUN_FILE, {"run_id": run_id})
+        run_id = _json_output(result).get("run-id")
+        if run_id is None:
+            raise CoordinatorError(f"submitting the run failed: {flower_error(result)}")
+        write_json_atomic(out / RUN_FILE, {"run_id": str(run_id)})
         return out
 
     def run_status(self, out: Path) -> tuple[str, str]:
         """Flower's status of the run in ``out`` (e.g. ``running``, ``finished:failed``)."""
         run_id = json.loads((out / RUN_FILE).read_text())["run_id"]
         result = self.flwr("ls", CONNECTION, "--format", "json")
-        runs = json.loads(result.stdout).get("runs", []) if result.returncode == 0 else []
+        runs = _json_output(result).get("runs", []) if result.returncode == 0 else []
         for run in runs:
             if str(run.get("run-id")) == run_id:
                 return str(run.get("status", "")), str(run.get("status-details", ""))
@@ -305,7 +341,65 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
-def _last_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [line.strip(" │╭╮╰╯─") for line in (result.stderr + result.stdout).splitlines()]
-    meaningful = [line for line in lines if line.strip()]
-    return meaningful[-1] if meaningful else f"exit code {result.returncode}"
+def _json_output(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """What a Flower CLI command printed with ``--format json``; {} if it printed no object."""
+    try:
+        data = json.loads(result.stdout)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_BOX = " │╭╮╰╯─┃━┏┓┗┛"
+_PUNCTUATION_ONLY = re.compile(r"^[\s{}\[\],:\"]*$")
+
+
+def flower_error(result: subprocess.CompletedProcess[str]) -> str:
+    """What a failed Flower CLI command said, in words on one line.
+
+    With ``--format json`` Flower prints ``{"success": false, "error-message": "..."}`` (and
+    exits 0); errors it raises before that come as its exit report (``Exit Code: 500``, the
+    reason, a short help, a link) or as an ``Error`` box (a file it cannot read, a bad option)
+    on stderr. Each becomes its text; else the last line with words in it.
+    """
+    output = _ANSI.sub("", result.stderr + "\n" + result.stdout)
+    message = _json_output(result).get("error-message")
+    if not (isinstance(message, str) and message.strip()):
+        message = _exit_report(output) or _boxed_error(output)
+    if not message:
+        lines = [line.strip(_BOX) for line in output.splitlines()]
+        words = [line for line in lines if not _PUNCTUATION_ONLY.match(line)]
+        message = words[-1] if words else ""
+    message = " ".join(message.split()).rstrip(". ")
+    return message or f"Flower's CLI gave no reason (exit code {result.returncode})"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _exit_report(text: str) -> str:
+    """The reason and short help of Flower's exit report (``flwr_exit``), without its link."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if re.search(r"Exit Code: \d+", line):
+            said = []
+            for following in lines[index + 1 :]:
+                if following.startswith("For more information, visit"):
+                    break
+                if following.strip():
+                    said.append(following.strip().rstrip("."))
+            return ": ".join(said)
+    return ""
+
+
+def _boxed_error(text: str) -> str:
+    """The text inside the ``╭─ Error ─╮ ... ╰─╯`` box Flower's CLI (click/rich) draws."""
+    inside, found = False, []
+    for line in text.splitlines():
+        if line.lstrip().startswith("╭") and "Error" in line:
+            inside = True
+        elif inside and line.lstrip().startswith("╰"):
+            break
+        elif inside:
+            found.append(line.strip(_BOX))
+    return " ".join(part for part in found if part)

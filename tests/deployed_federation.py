@@ -24,20 +24,22 @@ FEDCARE = [sys.executable, "-m", "fedcare"]
 CompletedProcess = subprocess.CompletedProcess[str]
 
 
-def fedcare(*args: str, timeout: float = 600) -> CompletedProcess:
+def fedcare(*args: str, timeout: float = 600, cwd: Path | None = None) -> CompletedProcess:
     env = os.environ | {"COLUMNS": "200"}
     return subprocess.run(
-        [*FEDCARE, *args], capture_output=True, text=True, timeout=timeout, env=env
+        [*FEDCARE, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
     )
 
 
-def fedcare_all(*commands: tuple[str, ...], timeout: float = 600) -> list[CompletedProcess]:
+def fedcare_all(
+    *commands: tuple[str, ...], timeout: float = 600, cwd: Path | None = None
+) -> list[CompletedProcess]:
     """Independent fedcare commands (each on its own site's folder) run at once: most of a
     command's time is its start-up, so the sites need not wait for each other."""
     env = os.environ | {"COLUMNS": "200"}
     pipe = subprocess.PIPE
     processes = [
-        subprocess.Popen([*FEDCARE, *args], stdout=pipe, stderr=pipe, text=True, env=env)
+        subprocess.Popen([*FEDCARE, *args], stdout=pipe, stderr=pipe, text=True, env=env, cwd=cwd)
         for args in commands
     ]
     results: list[CompletedProcess] = []

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from fedcare.errors import FedcareError
+from fedcare.errors import ExitCode, FedcareError
 
 console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -54,6 +55,29 @@ def run_or_exit(action: Callable[[], T]) -> T:
     except FedcareError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=int(exc.exit_code)) from None
+
+
+def end_of_run(
+    records: Sequence[Mapping[str, Any]], state_of: Callable[[str], str] | None = None
+) -> None:
+    """After a run: exit with ExitCode.NO_TRAINING and one line per site if no site trained in
+    any round; else name each site that trained in no round (the run itself succeeded)."""
+    from fedcare.run_outcome import STATE, run_outcome
+
+    outcome = run_outcome(records)
+    lines = outcome.lines(state_of or (lambda _: STATE))
+    if outcome.nothing_trained:
+        err_console.print(
+            f"[bold red]error:[/] no site trained in any of the {outcome.rounds} round(s); "
+            "the model is still the initial one",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for line in lines:
+            err_console.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=int(ExitCode.NO_TRAINING))
+    for line in lines:
+        console.print(f"[yellow]did not train: {escape(line)}[/]", highlight=False)
 
 
 def fmt(value: float | None) -> str:

@@ -11,6 +11,7 @@ import typer
 from fedcare.cli.common import (
     SecureAggregationOption,
     console,
+    end_of_run,
     quiet_environment,
     run_or_exit,
 )
@@ -22,7 +23,9 @@ coordinator_app = typer.Typer(
 
 @coordinator_app.command("start")
 def coordinator_start(
-    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder (from pki init).")],
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Coordinator folder (from pki init).", resolve_path=True)
+    ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
     approve_app: Annotated[
@@ -45,7 +48,7 @@ def coordinator_start(
 
 
 @coordinator_app.command("register")
-def coordinator_register(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+def coordinator_register(folder: Annotated[Path, typer.Option("--dir", resolve_path=True)]) -> None:
     """Register sites added with 'pki add-site' since the coordinator started."""
     from fedcare.server.coordinator import Coordinator
 
@@ -55,9 +58,11 @@ def coordinator_register(folder: Annotated[Path, typer.Option("--dir")]) -> None
 
 @coordinator_app.command("run")
 def coordinator_run(
-    folder: Annotated[Path, typer.Option("--dir")],
+    folder: Annotated[Path, typer.Option("--dir", resolve_path=True)],
     min_sites: Annotated[int, typer.Option(help="Sites every round waits for.")],
-    config: Annotated[Path | None, typer.Option("--config", help="TOML run config.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML run config.", resolve_path=True)
+    ] = None,
     rounds: Annotated[int | None, typer.Option()] = None,
     strategy: Annotated[str | None, typer.Option()] = None,
     dp: Annotated[bool | None, typer.Option("--dp/--no-dp")] = None,
@@ -94,12 +99,13 @@ def coordinator_run(
         for site, reason in record.get("rejected", {}).items():
             console.print(f"[yellow]  {site}'s update rejected: {reason}[/]")
 
-    run_or_exit(lambda: coordinator.follow(out, run_config.rounds, show, timeout))
+    records = run_or_exit(lambda: coordinator.follow(out, run_config.rounds, show, timeout))
+    end_of_run(records)  # no site trained in any round: one line per site, exit 5
     console.print(f"run finished: {out}")
 
 
 @coordinator_app.command("status")
-def coordinator_status(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+def coordinator_status(folder: Annotated[Path, typer.Option("--dir", resolve_path=True)]) -> None:
     """Which sites are connected, and the latest run's round."""
     from fedcare.server.coordinator import Coordinator
 
@@ -112,7 +118,7 @@ def coordinator_status(folder: Annotated[Path, typer.Option("--dir")]) -> None:
 
 
 @coordinator_app.command("stop")
-def coordinator_stop(folder: Annotated[Path, typer.Option("--dir")]) -> None:
+def coordinator_stop(folder: Annotated[Path, typer.Option("--dir", resolve_path=True)]) -> None:
     """Stop the SuperLink and its helper processes."""
     from fedcare.server.coordinator import Coordinator
 

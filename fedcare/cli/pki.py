@@ -20,14 +20,17 @@ pki_app = typer.Typer(
 
 @pki_app.command("init")
 def pki_init(
-    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.")],
+    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.", resolve_path=True)],
     host: Annotated[
         list[str] | None,
         typer.Option(help="Host name or IP sites connect to (repeat); loopback is always added."),
     ] = None,
     ca_key_dir: Annotated[
         Path | None,
-        typer.Option(help="Where to write the CA private key (default DIR/offline-ca)."),
+        typer.Option(
+            help="Where to write the CA private key (default DIR/offline-ca).",
+            resolve_path=True,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace existing keys.")] = False,
 ) -> None:
@@ -52,10 +55,13 @@ def pki_init(
 @pki_app.command("add-site")
 def pki_add_site(
     name: Annotated[str, typer.Argument(help="Site name.")],
-    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.")],
+    folder: Annotated[Path, typer.Option("--dir", help="Coordinator folder.", resolve_path=True)],
     public_key: Annotated[
         Path | None,
-        typer.Option(help="The site.pub the site sent you (from 'fedcare site keygen')."),
+        typer.Option(
+            help="The site.pub the site sent you (from 'fedcare site keygen').",
+            resolve_path=True,
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing registration.")] = False,
 ) -> None:

@@ -19,7 +19,9 @@ privacy_app = typer.Typer(help="A site's privacy ledger and spending.", no_args_
 
 @privacy_app.command("report")
 def privacy_report(
-    state: Annotated[Path, typer.Option("--state", help="The site's state folder.")],
+    state: Annotated[
+        Path, typer.Option("--state", help="The site's state folder.", resolve_path=True)
+    ],
     accountant: Annotated[str, typer.Option(help="rdp or prv.")] = "rdp",
     delta: Annotated[float | None, typer.Option(help="δ (default: the ledger's).")] = None,
 ) -> None:

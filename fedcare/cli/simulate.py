@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from fedcare.cli.common import (
     SecureAggregationOption,
     configure_logging,
     console,
+    end_of_run,
     fmt,
     quiet_environment,
     run_or_exit,
@@ -21,9 +23,12 @@ from fedcare.errors import ConfigError
 
 
 def simulate(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML run config.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML run config.", resolve_path=True)
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Run folder (default runs/<time>).")
+        Path | None,
+        typer.Option("--out", help="Run folder (default runs/<time>).", resolve_path=True),
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
     strategy: Annotated[
@@ -98,7 +103,7 @@ def simulate(
     )  # fmt: skip
     budgets = run_or_exit(lambda: _parse_budgets(site_budget or []))
     attacks = run_or_exit(lambda: _parse_attacks(run_config, attack or []))
-    out_dir = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out_dir = out or Path("runs").resolve() / time.strftime("%Y%m%d-%H%M%S")
     configure_logging(verbose)
     console.print(
         f"fedcare simulate: scenario [bold]{run_config.scenario}[/], strategy "
@@ -120,6 +125,11 @@ def simulate(
     _print_summary(summary)
     console.print(f"run folder: {out_dir}   (summary.json, rounds.json, plots)")
     console.print(f"finished in {time.perf_counter() - started:.1f} s")
+    from fedcare.runtime_keys import ROUNDS_FILE
+    from fedcare.simulations.runner import site_state_dir
+
+    records = json.loads((out_dir / ROUNDS_FILE).read_text())
+    end_of_run(records, lambda site: str(site_state_dir(out_dir, site)))
 
 
 def _parse_budgets(values: list[str]) -> dict[str, float]:

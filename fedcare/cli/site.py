@@ -19,7 +19,9 @@ site_app = typer.Typer(help="The hospital site: check data, run the daemon.", no
 
 @site_app.command("check")
 def site_check(
-    data: Annotated[Path, typer.Option("--data", help="The site's CSV or Parquet file.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="The site's CSV or Parquet file.", resolve_path=True)
+    ],
     task: Annotated[
         str, typer.Option(help="Task whose schema the file must follow.")
     ] = "heart-disease",
@@ -50,7 +52,9 @@ def site_check(
 
 @site_app.command("audit")
 def site_audit(
-    state: Annotated[Path, typer.Option("--state", help="The site's state folder.")],
+    state: Annotated[
+        Path, typer.Option("--state", help="The site's state folder.", resolve_path=True)
+    ],
     verify: Annotated[
         bool, typer.Option("--verify", help="Check the hash chain; exit 4 if broken.")
     ] = False,
@@ -81,7 +85,9 @@ def site_audit(
 
 @site_app.command("keygen")
 def site_keygen(
-    state: Annotated[Path, typer.Option(help="State folder: the key pair is written here.")],
+    state: Annotated[
+        Path, typer.Option(help="State folder: the key pair is written here.", resolve_path=True)
+    ],
     name: Annotated[str, typer.Option(help="This site's name (the key's comment).")] = "site",
     force: Annotated[bool, typer.Option(help="Replace an existing key pair.")] = False,
 ) -> None:
@@ -100,13 +106,18 @@ def site_keygen(
 @site_app.command("start")
 def site_start(
     name: Annotated[str, typer.Option(help="This site's name (as registered).")],
-    data: Annotated[Path, typer.Option(help="The site's CSV or Parquet file.")],
-    state: Annotated[Path, typer.Option(help="State folder: ledger, audit log, logs.")],
-    ca: Annotated[Path, typer.Option(help="The federation's ca.crt.")],
+    data: Annotated[Path, typer.Option(help="The site's CSV or Parquet file.", resolve_path=True)],
+    state: Annotated[
+        Path, typer.Option(help="State folder: ledger, audit log, logs.", resolve_path=True)
+    ],
+    ca: Annotated[Path, typer.Option(help="The federation's ca.crt.", resolve_path=True)],
     coordinator: Annotated[str, typer.Option(help="Coordinator address HOST:PORT.")],
     key: Annotated[
         Path | None,
-        typer.Option(help="This site's private key (default STATE/site.key, from site keygen)."),
+        typer.Option(
+            help="This site's private key (default STATE/site.key, from site keygen).",
+            resolve_path=True,
+        ),
     ] = None,
     max_epsilon: Annotated[float, typer.Option(help="This site's privacy budget.")] = 10.0,
     delta: Annotated[float | None, typer.Option(help="δ (default min(1e-5, 1/(2n))).")] = None,
@@ -192,7 +203,9 @@ def site_app_hash() -> None:
 
 
 @site_app.command("stop")
-def site_stop(state: Annotated[Path, typer.Option(help="The site's state folder.")]) -> None:
+def site_stop(
+    state: Annotated[Path, typer.Option(help="The site's state folder.", resolve_path=True)],
+) -> None:
     """Stop this site's daemon and its helper processes."""
     from fedcare.client.daemon import SiteDaemon
 
