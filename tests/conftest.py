@@ -65,3 +65,16 @@ def ascii_locale() -> Iterator[None]:
         yield
     finally:
         locale.setlocale(locale.LC_CTYPE, before)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``slow`` first, each group still in pytest-randomly's order.
+
+    With ``--dist loadfile`` xdist hands out whole modules in collection order, so a long
+    end-to-end module drawn last by the shuffle would run alone at the end while the other
+    workers sit idle. Starting the long ones first keeps every worker busy; the order inside
+    each group, and of the tests in each module, stays random. Runs after pytest-randomly's
+    shuffle (trylast) and keeps its order within each group (a stable sort).
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
