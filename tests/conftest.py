@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import locale
 import os
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -30,6 +32,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 SITES = ("cleveland", "hungarian", "switzerland", "va")
+
+# Under mutmut (`make mutate`) a failing property test only has to fail: Hypothesis' shrinking of
+# the failing example (minutes, for a mutant that breaks every example) is for a person reading
+# the failure, and it made mutmut's CPU limit end such mutants as timeouts. The property tests'
+# own settings() inherit this profile's phases (they are built after conftest is imported).
+settings.register_profile(
+    "mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None
+)
+if "mutmut" in sys.modules:
+    settings.load_profile("mutation")
 
 
 @pytest.fixture(autouse=True)
