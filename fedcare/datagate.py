@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fedcare.deidentify import find_identifiers, strong_identifier
-from fedcare.errors import DataError
+from fedcare.errors import ConfigError, DataError
 
 MISSING_MARKS = frozenset({"?", "", "na", "nan", "null"})
 MAX_PROBLEMS_SHOWN = 8
@@ -56,6 +56,15 @@ class TableSchema:
     columns: tuple[ColumnRule, ...]
     label: str
     min_rows: int
+
+    def __post_init__(self) -> None:
+        # A task (and soon a task plugin) declares its schema in code: a label that is not one
+        # of the columns would let a file with no label pass the gate, so it is refused here.
+        if self.label not in self.names:
+            raise ConfigError(
+                f"task schema: label {self.label!r} is not one of its columns "
+                f"({', '.join(self.names)}); add it to the columns"
+            )
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from fedcare.datagate import ColumnRule, TableSchema, read_site_table
+from fedcare.errors import ConfigError
 from tests.data_gate_schema import (
     EXPECTED,
     HEADER,
@@ -208,3 +210,13 @@ def test_a_file_with_old_mac_line_ends_loads_like_any_other(tmp_path: Path) -> N
     table = read_site_table(path, SCHEMA)
 
     np.testing.assert_array_equal(table, EXPECTED)
+
+
+def test_a_schema_whose_label_is_not_one_of_its_columns_is_refused() -> None:
+    # Prepare: a task schema that forgot to declare its label as a column
+    columns = (ColumnRule("age", 0, 120), ColumnRule("num", 0, 4))
+    # Execute / Assert: refused where it is declared, naming the label and the columns
+    refusal = r"label 'outcome' is not one of its columns \(age, num\)"
+    with pytest.raises(ConfigError, match=refusal):
+        TableSchema(columns=columns, label="outcome", min_rows=1)
+    assert TableSchema(columns=columns, label="num", min_rows=1).label == "num"
