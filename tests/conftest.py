@@ -85,7 +85,6 @@ LONGEST_MODULES = (
     "test_robust_aggregation.py",
     "test_secure_aggregation.py",
     "test_deployment.py",
-    "test_relative_paths.py",
     "test_readme_deployment_walkthrough.py",
     "test_readme_simulation_walkthrough.py",
     "test_simulate_cli.py",

@@ -19,12 +19,17 @@ import pytest
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from fedcare import messages as keys
+from fedcare.errors import ExitCode
 from tests.deployed_federation import audit_entries, fedcare, running_federation
 from tests.deployed_federation import verify_audit_logs as verify_sites
 
 pytestmark = pytest.mark.slow
 SITES = ("cleveland", "hungarian", "va")
 ROUNDS = 2
+BUDGET_LINE = (
+    "  {site}: every round refused: privacy-budget-exhausted — its privacy budget is spent (an "
+    "earlier non-private run makes ε infinite); see 'fedcare privacy report --state <site state>'"
+)
 
 
 def verify_audit_logs(root: Path) -> None:
@@ -160,3 +165,25 @@ def test_audit_logs_verify_and_hold_only_weights_and_allowed_metrics(
             for name, value in metrics.items():
                 if name != keys.WEIGHT:
                     assert f"{value}" not in raw_values, (site, name, value)
+
+
+def test_a_dp_run_after_the_plain_run_trains_nowhere_and_fails_naming_each_site(
+    federation: dict[str, Any], finished_run: tuple[list[dict[str, Any]], str, str]
+) -> None:
+    """Issue #9: the plain run (``finished_run``) recorded its rounds as infinite ε at every
+    site, so every site refuses a DP run. That run learned nothing: it must end non-zero with
+    one line per site saying why, never as "run finished"."""
+    # Execute: a DP run at the same sites, after the plain run
+    result = fedcare(
+        "coordinator", "run", "--dir", str(federation["coord"]), "--min-sites", "3",
+        "--rounds", "1", "--strategy", "fedavg", "--dp", "--target-epsilon", "1",
+        "--timeout", "300",
+    )  # fmt: skip
+    # Assert
+    assert result.returncode == ExitCode.NO_TRAINING, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (
+        "error: no site trained in any of the 1 round(s); the model is still the initial one"
+    )
+    assert lines[1:] == [BUDGET_LINE.format(site=site) for site in sorted(SITES)], result.stderr
+    assert "run finished" not in result.stdout

@@ -2,7 +2,7 @@
 site's own privacy budget is far below what one round spends) learns nothing, and says so: a
 non-zero exit (5) and one line per site with its reason and what to do. The same rule
 (:mod:`fedcare.run_outcome`) ends ``fedcare coordinator run``; its deployed case is in
-``test_relative_paths.py``."""
+``test_deployment.py`` (a DP run after the plain run)."""
 
 from __future__ import annotations
 
