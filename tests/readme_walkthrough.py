@@ -111,6 +111,18 @@ def stop_everything_started_in(folder: Path) -> None:
                 Daemon(pid_file).stop()
 
 
+def run_section(heading: str, destination: Path, timeout: float) -> tuple[Path, str]:
+    """Every block under ``heading``, in order, in a fresh repository copy at ``destination``;
+    asserts that each succeeded. Returns the copy and what the blocks printed on stdout."""
+    repository = repository_copy(destination)
+    output = ""
+    for block in readme_blocks(heading):
+        result = run_block(block, repository, timeout)
+        assert result.returncode == 0, failure(result)
+        output += result.stdout
+    return repository, output
+
+
 def failure(result: subprocess.CompletedProcess[str]) -> str:
     """What a failed block printed last, for the assertion message."""
     return f"exit {result.returncode}\n--- stderr ---\n{result.stderr[-3000:]}\n" + (

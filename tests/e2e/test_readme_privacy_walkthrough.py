@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme_walkthrough import failure, readme_blocks, repository_copy, run_block
+from tests.readme_walkthrough import run_section
 
 pytestmark = pytest.mark.slow
 HEADING = "Differential privacy"
@@ -16,14 +16,9 @@ TARGET_EPSILON = 1.0  # the block's --target-epsilon
 
 
 def test_the_privacy_walkthrough_runs_as_written_and_keeps_its_epsilon(tmp_path: Path) -> None:
-    # Prepare
-    repository = repository_copy(tmp_path / "fedcare")
-    # Execute
-    results = [run_block(block, repository, timeout=900) for block in readme_blocks(HEADING)]
-    # Assert: it ran, and the privacy report shows VA's ε from its ledger, within the target
-    for result in results:
-        assert result.returncode == 0, failure(result)
-    output = "".join(result.stdout for result in results)
+    # Execute: every block succeeds (run_section asserts it)
+    repository, output = run_section(HEADING, tmp_path / "fedcare", timeout=900)
+    # Assert: the privacy report shows VA's ε from its ledger, within the target
     reported = re.search(r"cumulative ε = ([0-9.]+) at δ", output)
     assert reported, output[-2000:]
     summary = json.loads((repository / "runs/dp/summary.json").read_text())

@@ -8,27 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.readme_walkthrough import (
-    ShellBlock,
-    failure,
-    readme_blocks,
-    repository_copy,
-    run_block,
-)
+from tests.readme_walkthrough import ShellBlock, repository_copy, run_block, run_section
 
 pytestmark = pytest.mark.slow
 HEADING = "Simulating a federation"
 
 
 def test_the_simulation_walkthrough_runs_as_written(tmp_path: Path) -> None:
-    # Prepare
-    repository = repository_copy(tmp_path / "fedcare")
-    # Execute
-    results = [run_block(block, repository, timeout=900) for block in readme_blocks(HEADING)]
-    # Assert: every block, every command succeeded, and each run folder holds its result
-    for result in results:
-        assert result.returncode == 0, failure(result)
-    output = "".join(result.stdout for result in results)
+    # Execute: every block, every command succeeds (run_section asserts it)
+    repository, output = run_section(HEADING, tmp_path / "fedcare", timeout=900)
+    # Assert: each run folder holds its result
     assert len(re.findall(r"Per-site test accuracy", output)) == 2, output[-2000:]
     for folder, strategy in {"first": "fedyogi", "prox": "fedprox"}.items():
         summary = json.loads((repository / "runs" / folder / "summary.json").read_text())
