@@ -79,36 +79,13 @@ def ascii_locale() -> Iterator[None]:
         locale.setlocale(locale.LC_CTYPE, before)
 
 
-# The longest modules, longest first (wall time under `make coverage`, 2026-12-01): started
-# first, so that none of them is drawn last and runs alone while the other workers sit idle.
-LONGEST_MODULES = (
-    "test_robust_aggregation.py",
-    "test_secure_aggregation.py",
-    "test_deployment.py",
-    "test_readme_deployment_walkthrough.py",
-    "test_readme_simulation_walkthrough.py",
-    "test_simulate_cli.py",
-    "test_run_outcome_cli.py",
-    "test_dp_simulation.py",
-    "test_simulation.py",
-    "test_secure_aggregation_dp.py",
-)
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest modules first, then the other ``slow`` ones, then the rest.
+    """Modules marked ``slow`` first, each group still in pytest-randomly's order.
 
     With ``--dist loadfile`` xdist hands out whole modules in collection order, so a long
     end-to-end module drawn last by the shuffle would run alone at the end while the other
-    workers sit idle. Starting the long ones first keeps every worker busy. Runs after
-    pytest-randomly's shuffle (trylast) and sorts stably: the order of the tests inside each
-    module, and of the modules within each group after the named ones, stays random.
+    workers sit idle. Runs after pytest-randomly's shuffle (trylast) and sorts stably, so the
+    order inside each group, and of the tests in each module, stays random.
     """
-
-    def rank(item: pytest.Item) -> tuple[int, bool]:
-        name = item.path.name
-        named = LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
-        return named, item.get_closest_marker("slow") is None
-
-    items.sort(key=rank)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
