@@ -104,13 +104,37 @@ def site_guarded(handler: Handler) -> Handler:
 
 @site_guarded
 def train(msg: Message, context: Context) -> Message:
-    """Train the received global model on the site's training rows."""
+    """Train the received global model on the site's training rows.
+
+    With ``evaluate-first`` in the request the site first evaluates the weights it received
+    (the previous round's global model) on its test rows, exactly as an evaluate request would,
+    and sends that evaluation beside its update: the coordinator then needs no separate
+    evaluate exchange for it. A refused round sends no evaluation; the coordinator asks again.
+    """
     torch.set_num_threads(1)
     site = resolve_site(context)
-    request = RoundRequest.from_record(msg.content.config_records[keys.CONFIG])
+    config = msg.content.config_records[keys.CONFIG]
+    request = RoundRequest.from_record(config)
     global_arrays = msg.content.array_records[keys.ARRAYS]
+    evaluation: dict[str, float] = {}
+    if bool(config.get(keys.EVALUATE_FIRST, False)):
+        evaluation = _evaluation(request, site, global_arrays)
     outcome = train_round(request, site, global_arrays.to_torch_state_dict(), str(context.run_id))
-    return _reply(msg, site, outcome.metrics, ArrayRecord(outcome.state))
+    return _reply(msg, site, outcome.metrics | evaluation, ArrayRecord(outcome.state))
+
+
+def _evaluation(request: RoundRequest, site: SiteIdentity, arrays: ArrayRecord) -> dict[str, float]:
+    """Loss, accuracy and AUROC of ``arrays`` on the site's held-out test rows."""
+    task = get_task(request.task)
+    data = load_site_data(request.task, site)
+    model = task.build_model(request.model, seed=request.seed)
+    load_record(model, arrays)
+    result = evaluate(model, task.loss(), data.x_test, data.y_test)
+    return {
+        keys.EVAL_LOSS: result.loss,
+        keys.EVAL_ACCURACY: result.accuracy,
+        keys.EVAL_AUROC: float("nan") if result.auroc is None else result.auroc,
+    }
 
 
 @site_guarded
@@ -119,18 +143,8 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)
     site = resolve_site(context)
     request = RoundRequest.from_record(msg.content.config_records[keys.CONFIG])
-    task = get_task(request.task)
-    data = load_site_data(request.task, site)
-    model = task.build_model(request.model, seed=request.seed)
-    load_record(model, msg.content.array_records[keys.ARRAYS])
-    result = evaluate(model, task.loss(), data.x_test, data.y_test)
-    metrics = {
-        keys.EVAL_LOSS: result.loss,
-        keys.EVAL_ACCURACY: result.accuracy,
-        keys.EVAL_AUROC: float("nan") if result.auroc is None else result.auroc,
-        keys.WEIGHT: 1.0,
-    }
-    return _reply(msg, site, metrics, arrays=None)
+    metrics = _evaluation(request, site, msg.content.array_records[keys.ARRAYS])
+    return _reply(msg, site, metrics | {keys.WEIGHT: 1.0}, arrays=None)
 
 
 def build_client_app(train_mods: Sequence[Mod] = ()) -> ClientApp:

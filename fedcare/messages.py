@@ -23,6 +23,9 @@ EVAL_AUROC: Final = "eval-auroc"  # NaN when the site's test set holds a single 
 WEIGHT: Final = "weight"  # aggregation weight: 1.0, or training rows rounded to a bucket
 EPSILON: Final = "epsilon"  # the site's cumulative ε from its whole ledger (DP runs only)
 DP_TRAIN_METRICS: Final = frozenset({EPSILON, WEIGHT})  # all a DP training reply carries
+# An evaluation of the global model, sent alone or, when a train request asks for it
+# (EVALUATE_FIRST), beside the training metrics in the same reply: all three or none.
+EVAL_METRICS: Final = frozenset({EVAL_LOSS, EVAL_ACCURACY, EVAL_AUROC})
 ALLOWED_METRICS: Final = frozenset(
     {TRAIN_LOSS, EVAL_LOSS, EVAL_ACCURACY, EVAL_AUROC, WEIGHT, EPSILON}
 )
@@ -70,6 +73,10 @@ DP_NOISE_MULTIPLIER: Final = "dp-noise-multiplier"
 DP_MAX_GRAD_NORM: Final = "dp-max-grad-norm"
 DP_PLANNED_ROUNDS: Final = "dp-planned-rounds"
 DP_ACCOUNTANT: Final = "dp-accountant"
+# A train request with this set asks the site to evaluate the weights it received (the previous
+# round's global model) before training on them, and to send that evaluation with its update:
+# one exchange per round instead of two (fedcare.server.round_loop).
+EVALUATE_FIRST: Final = "evaluate-first"
 
 COUNT_BUCKET: Final = 10
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from flwr.app import ConfigRecord, ConfigRecordValues, Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.superlink.grid.http_grid import HttpGrid
 
 from fedcare import messages as keys
 from fedcare.atomic import write_json_atomic
@@ -32,7 +33,9 @@ from fedcare.runtime_keys import (
     RUNTIME_KEYS,
 )
 from fedcare.server import progress
+from fedcare.server.grids import ResponsiveGrid
 from fedcare.server.ledger_heads import HEADS_FILE, LedgerHeads
+from fedcare.server.round_loop import run_rounds
 from fedcare.server.secure_aggregation import SecureAggregationGrid
 from fedcare.server.site_registry import SiteRegistry
 from fedcare.server.strategies import build_strategy
@@ -94,7 +97,8 @@ def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Round 0 evaluation, then ``rounds`` rounds of train + per-site evaluation.
+    """Round 0 evaluation, then ``rounds`` rounds of train + per-site evaluation
+    (:mod:`fedcare.server.round_loop`: each evaluation travels with the next training).
 
     With ``secure-aggregation`` the same loop runs over a :class:`SecureAggregationGrid`, whose
     train exchanges follow Flower's SecAgg+ protocol.
@@ -111,6 +115,8 @@ def main(grid: Grid, context: Context) -> None:
         progress.publish(record, run.rounds)
 
     rules = UpdateRules(run.max_update_norm, run.weighting, dp=run.dp)
+    if isinstance(grid, HttpGrid):  # deployed: ask for replies every 0.1 s, not every 3 s
+        grid = ResponsiveGrid(grid)
     if run.secure_aggregation:
         grid = SecureAggregationGrid(grid, context, SecAggSettings.from_run(run))
     registry = heads = None
@@ -119,14 +125,11 @@ def main(grid: Grid, context: Context) -> None:
         heads = LedgerHeads(settings.registry.parent / HEADS_FILE, registry.public_keys)
     inner = build_strategy(run, settings.min_sites)
     strategy = SiteTracking(inner, on_round, rules, registry=registry, heads=heads)
-    round_zero = strategy.configure_evaluate(0, initial, ConfigRecord(request_config(run)), grid)
-    strategy.aggregate_evaluate(0, grid.send_and_receive(round_zero, timeout=REPLY_TIMEOUT_S))
-    result = strategy.start(
-        grid,
-        initial,
-        num_rounds=run.rounds,
-        timeout=REPLY_TIMEOUT_S,
+    arrays = run_rounds(
+        strategy, grid, initial, run.rounds,
         train_config=ConfigRecord(request_config(run)),
         evaluate_config=ConfigRecord(request_config(run)),
-    )
-    save_weights(settings.out_dir / WEIGHTS_FILE, result.arrays.to_torch_state_dict())
+        timeout=REPLY_TIMEOUT_S,
+        fold=not run.secure_aggregation,  # SecAgg+ replies carry no site's own content
+    )  # fmt: skip
+    save_weights(settings.out_dir / WEIGHTS_FILE, arrays.to_torch_state_dict())

@@ -36,53 +36,15 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from fedcare import messages as keys
 from fedcare.privacy.secure_aggregation import SecAggSettings, apply_mean_update
+from fedcare.server.grids import ForwardingGrid
 
 log = logging.getLogger(__name__)
 
 
-class _ForwardingGrid(Grid):
-    """Forwards everything to ``inner``; subclasses change ``send_and_receive``."""
-
-    def __init__(self, inner: Grid) -> None:
-        self.inner = inner
-
-    def set_run(self, run: Run) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.inner.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        return self.inner.send_and_receive(messages, timeout=timeout)
-
-
-class _RecordingGrid(_ForwardingGrid):
+class _RecordingGrid(ForwardingGrid):
     """Keeps the replies of the latest exchange and each site's first error of the round (the
     protocol stages keep neither)."""
 
@@ -151,7 +113,7 @@ class _MeanOnly(LegacyStrategy):
         return None
 
 
-class SecureAggregationGrid(_ForwardingGrid):
+class SecureAggregationGrid(ForwardingGrid):
     """Runs every train exchange through SecAgg+ (see module docstring); the rest is forwarded."""
 
     def __init__(self, inner: Grid, context: Context, settings: SecAggSettings) -> None:

@@ -22,13 +22,14 @@ there is recorded and the site's evaluation dropped, but its masked share cannot
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -38,6 +39,9 @@ from fedcare.server.site_registry import SiteRegistry
 from fedcare.server.validation import UpdateRules, metric_problem
 
 log = logging.getLogger(__name__)
+
+# The metrics of a train reply that are about its training, not its folded evaluation.
+TRAIN_ONLY = frozenset({keys.TRAIN_LOSS, keys.EPSILON})
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,19 @@ def _metrics(reply: Message) -> MetricRecord | None:
     if reply.has_error() or keys.METRICS not in reply.content.metric_records:
         return None
     return reply.content.metric_records[keys.METRICS]
+
+
+def _evaluation_view(reply: Message) -> Message:
+    """``reply`` as an evaluate reply: its evaluation metrics and weight only. Flower's
+    strategies aggregate evaluations only when every reply has the same metric names, and a
+    train reply that carries a folded evaluation also has its training's."""
+    metrics = _metrics(reply)
+    if reply.metadata.message_type != MessageType.TRAIN or metrics is None:
+        return reply
+    view = copy.copy(reply)  # the reply itself still goes to aggregate_train
+    kept = {k: v for k, v in metrics.items() if k in keys.EVAL_METRICS or k == keys.WEIGHT}
+    view.content = RecordDict({keys.METRICS: MetricRecord(kept)})
+    return view
 
 
 def _claimed_name(reply: Message) -> str | None:
@@ -141,10 +158,17 @@ class SiteTracking(Strategy):
             return name, f"claims to be site {claimed!r}"
         return name, None
 
-    def _admit(self, reply: Message, name: str) -> str | None:
-        """Why a (non-error) reply from ``name`` must be refused: metrics, then ledger head."""
+    def _admit(self, reply: Message, name: str, ignore: frozenset[str] = frozenset()) -> str | None:
+        """Why a (non-error) reply from ``name`` must be refused: metrics, then ledger head.
+
+        ``ignore``: metrics judged with the other part of a train reply that also carries an
+        evaluation (:mod:`fedcare.server.round_loop`), so a bad training loss costs the site its
+        update, not its evaluation, and a bad accuracy the other way round - as when the two
+        travelled in separate replies."""
         metrics = reply.content.metric_records.get(keys.METRICS)
-        problem = metric_problem(metrics) if metrics is not None else None
+        problem = None
+        if metrics is not None:
+            problem = metric_problem({k: v for k, v in metrics.items() if k not in ignore})
         if problem is None and self.heads is not None:
             problem = self.heads.check(name, reply.content.config_records.get(keys.LEDGER))
         return problem
@@ -168,7 +192,7 @@ class SiteTracking(Strategy):
                 self._refused[name] = reason if known else f"error {reply.error.code}"
                 log.warning("round %d: site %s sent no update (%s)", server_round, name, reason)
                 continue
-            rejection = rejection or self._admit(reply, name)
+            rejection = rejection or self._admit(reply, name, ignore=keys.EVAL_METRICS)
             metrics = _metrics(reply)
             if rejection is None and metrics is not None and keys.EPSILON in metrics:
                 self._epsilon[name] = float(metrics[keys.EPSILON])  # type: ignore[arg-type]
@@ -209,7 +233,8 @@ class SiteTracking(Strategy):
             values = [metrics.get(k) for k in (keys.EVAL_LOSS, keys.EVAL_ACCURACY, keys.EVAL_AUROC)]
             if rejection is None and any(v is None for v in values):
                 rejection = "the evaluation lacks loss, accuracy or AUROC"
-            rejection = rejection or self._admit(reply, name)
+            folded = reply.metadata.message_type == MessageType.TRAIN
+            rejection = rejection or self._admit(reply, name, TRAIN_ONLY if folded else frozenset())
             if rejection is not None:
                 log.warning("round %d: rejected %s's evaluation: %s", server_round, name, rejection)
                 earlier = rejected.get(name)
@@ -231,7 +256,7 @@ class SiteTracking(Strategy):
         )
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
         self.on_round(record)
-        return self.inner.aggregate_evaluate(server_round, accepted)
+        return self.inner.aggregate_evaluate(server_round, [_evaluation_view(r) for r in accepted])
 
     def summary(self) -> None:
         self.inner.summary()

@@ -39,6 +39,8 @@ class UpdateRules:
             return f"metric records {list(content.metric_records)}, expected ['{keys.METRICS}']"
         expected = keys.DP_TRAIN_METRICS if self.dp else {keys.TRAIN_LOSS, keys.WEIGHT}
         sent = set(content.metric_records[keys.METRICS])
+        if sent & keys.EVAL_METRICS == keys.EVAL_METRICS:  # the evaluation asked for first
+            expected = expected | keys.EVAL_METRICS
         if sent != expected:
             return f"metrics {sorted(sent)}, expected {sorted(expected)}"
         update = content.array_records[keys.ARRAYS]

@@ -33,9 +33,15 @@ NON_DP = {"require-dp": "false"}
 
 
 def set_metric(message_type: str, name: str, value: float):
+    """Set ``name`` in every reply that carries it: an evaluation metric travels in evaluate
+    replies and, folded, in train replies (fedcare.server.round_loop)."""
+
     def tamper(reply: Message) -> Message:
-        if reply.metadata.message_type == message_type and not reply.has_error():
-            reply.content.metric_records["metrics"][name] = value
+        if reply.has_error():
+            return reply
+        metrics = reply.content.metric_records["metrics"]
+        if reply.metadata.message_type == message_type or name in metrics:
+            metrics[name] = value
         return reply
 
     return tamper
