@@ -1,6 +1,28 @@
-"""Per-round wall time of the same 3-hospital run: Flower's simulation engine, a real deployment
-(SuperLink + 3 SuperNodes over TLS on loopback), and stock Flower's deployment with an empty
-ClientApp. Medians over the rounds of each run; one process at a time on this machine.
+"""Seconds per round of a 3-hospital FedAvg run (Cleveland, Hungary, VA), each environment
+measured in the same benchmark run, one after the other, against stock Flower's default
+deployment as the reference. A round is train + federated evaluation at every site. Rows:
+
+* ``fedcare in simulation``: fedcare's ServerApp and ClientApp in Flower's simulation engine
+  (Ray), in-process; no network, no TLS.
+* ``fedcare deployed (3 SuperNodes, TLS)``: fedcare's own deployment on loopback, the
+  coordinator (:class:`fedcare.server.coordinator.Coordinator`: SuperLink with TLS and SuperNode
+  authentication behind its front door, ServerApps through its executor) and three site daemons
+  (:class:`fedcare.client.daemon.SiteDaemon`: SuperNode with ``--isolation process`` and
+  fedcare's site executor), site keys registered; plain FedAvg, fedcare's model.
+* ``fedcare deployed with SecAgg+``: the same federation, the same run with
+  ``secure-aggregation = true`` (Flower's SecAgg+ protocol at fedcare's defaults: with 3 sites,
+  3 shares and threshold 2, so one site may drop out). Left out with ``secagg=False``.
+* ``stock Flower default deployment (reference)``: Flower's own commands with Flower's defaults
+  (:mod:`fedcare.simulations.benchmarks.stock_deployment`: ``flower-superlink`` with TLS and
+  SuperNode authentication, three ``flower-supernode`` whose own SuperExec launches one
+  ``flwr-clientapp`` per message, ``flwr run``), running Flower's FedAvg with a small torch
+  ClientApp shipped in its bundle (:mod:`fedcare.simulations.benchmarks.stock_app`). Nothing of
+  fedcare's deployment code runs there. Started after fedcare's federation has stopped.
+
+Per-round times are differences of successive end-of-round timestamps (round 0, the initial
+evaluation, starts the clock), so start-up, app installation and the initial evaluation are not
+in them. Each median is over all rounds of its run; no round is dropped as warm-up. Only one
+environment runs at a time; the host is otherwise shared, so the figures carry its noise.
 """
 
 from __future__ import annotations
@@ -15,23 +37,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcare.client.daemon import SiteDaemon
-from fedcare.client.executor import fab_hash
 from fedcare.client.policy import SitePolicy
 from fedcare.config import RunConfig, StrategyName
-from fedcare.flower_app import write_flower_app
 from fedcare.privacy.pki import add_site, generate_site_key, init_federation
 from fedcare.server.coordinator import Coordinator
+from fedcare.simulations.benchmarks.stock_app import PIDS_FILE, ROUNDS_FILE, write_app
+from fedcare.simulations.benchmarks.stock_deployment import (
+    StockDeployment,
+    StockDeploymentError,
+    stock_deployment,
+)
 from fedcare.simulations.scenarios import embedded_data_dir
 from fedcare.simulations.simulate import simulate
 
 SITES = ("cleveland", "hungarian", "va")
-STOCK_SERVER = "fedcare.simulations.benchmarks.stock_app:server"
-STOCK_CLIENT = "fedcare.simulations.benchmarks.stock_app:client"
+SIMULATION = "fedcare in simulation"
+DEPLOYED = "fedcare deployed (3 SuperNodes, TLS)"
+SECAGG = "fedcare deployed with SecAgg+ (same sites)"
+STOCK = "stock Flower default deployment (reference)"
+RUN_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
 class LatencyRow:
-    """Median seconds per round of one environment."""
+    """Seconds per round of one environment: each round's, and their median."""
 
     environment: str
     rounds: int
@@ -39,78 +68,191 @@ class LatencyRow:
     round_times_s: tuple[float, ...]
 
 
-def _per_round(times: list[float]) -> list[float]:
-    return [later - earlier for earlier, later in itertools.pairwise(times)]
+@dataclass(frozen=True)
+class StockEvidence:
+    """What shows the reference row ran stock Flower's default deployment, kept for the
+    reader and the end-to-end test rather than taken on trust."""
+
+    supernode_argv: tuple[tuple[str, ...], ...]  # as started: no --isolation, no secret
+    supernode_groups: tuple[tuple[str, ...], ...]  # commands in each SuperNode's group, mid-run
+    clientapp_calls: int  # ClientApp calls over the run (train + evaluate, every site)
+    clientapp_processes: int  # distinct processes they ran in
 
 
-def _row(name: str, times: list[float]) -> LatencyRow:
-    per_round = _per_round(times)
+@dataclass(frozen=True)
+class LatencyReport:
+    """Every environment's row, and ratios against stock Flower's default deployment."""
+
+    rows: tuple[LatencyRow, ...]
+    stock: StockEvidence
+
+    def row(self, environment: str) -> LatencyRow | None:
+        return next((r for r in self.rows if r.environment == environment), None)
+
+    @property
+    def reference(self) -> LatencyRow:
+        row = self.row(STOCK)
+        if row is None:  # run_latency_benchmark always measures it
+            raise ValueError(f"no {STOCK!r} row")
+        return row
+
+    def ratio_vs_stock(self, row: LatencyRow) -> float:
+        """``row``'s median over the stock default's median (< 1: faster than stock)."""
+        return row.median_round_s / self.reference.median_round_s
+
+    @property
+    def deployed_vs_stock(self) -> float:
+        deployed = self.row(DEPLOYED)
+        if deployed is None:
+            raise ValueError(f"no {DEPLOYED!r} row")
+        return self.ratio_vs_stock(deployed)
+
+    @property
+    def secagg_vs_plain(self) -> float | None:
+        """SecAgg+'s median round over plain fedcare's (same sites); None without SecAgg+."""
+        secagg, plain = self.row(SECAGG), self.row(DEPLOYED)
+        if secagg is None or plain is None:
+            return None
+        return secagg.median_round_s / plain.median_round_s
+
+
+def _row(name: str, finished_at: list[float]) -> LatencyRow:
+    """Round ``i`` lasts from the end of round ``i - 1`` (0: initial evaluation) to its end."""
+    per_round = [later - earlier for earlier, later in itertools.pairwise(finished_at)]
     return LatencyRow(name, len(per_round), statistics.median(per_round), tuple(per_round))
 
 
 def run_latency_benchmark(
-    rounds: int = 3, progress: Callable[[str], None] = print
-) -> list[LatencyRow]:
-    """Time ``rounds`` FedAvg rounds of the 3-site heart-disease run in each environment."""
+    rounds: int = 4, secagg: bool = True, progress: Callable[[str], None] = print
+) -> LatencyReport:
+    """Time ``rounds`` FedAvg rounds of the 3-site run in each environment (module docstring)."""
+    if rounds < 1:
+        raise ValueError(f"rounds: {rounds} must be at least 1")
     config = RunConfig(rounds=rounds, strategy=StrategyName.FEDAVG)
-    data = embedded_data_dir()
     rows: list[LatencyRow] = []
     with tempfile.TemporaryDirectory(prefix="fedcare-bench-") as tmp:
         root = Path(tmp)
-        scenario = root / "scenario"
-        scenario.mkdir()
-        for site in SITES:
-            (scenario / f"{site}.data").write_bytes((data / f"processed.{site}.data").read_bytes())
-        progress("simulation (Flower simulation engine, Ray) ...")
-        simulate(config.replace(scenario=str(scenario)), root / "sim")
-        sim = json.loads((root / "sim" / "rounds.json").read_text())
-        rows.append(_row("fedcare in simulation", [r["finished_at"] for r in sim]))
+        rows.append(_simulation(config, root, progress))
+        rows += _fedcare_deployed(config, secagg, root, progress)
+        stock_row, evidence = _stock_default(rounds, root / "stock", progress)
+        rows.append(stock_row)
+    return LatencyReport(tuple(rows), evidence)
 
-        coord = Coordinator(root / "coordinator")
-        init_federation(coord.root, ["127.0.0.1", "localhost"])
-        daemons = []
-        try:
-            keys = {site: generate_site_key(root / "sites" / site, site) for site in SITES}
-            for site in SITES:  # each site made its key pair; the owner registers the public key
-                add_site(coord.root, site, keys[site].public_key)
-            progress("deployment: starting SuperLink and 3 SuperNodes over TLS ...")
-            stock = coord.new_run_folder()
-            run_config = {"rounds": rounds, "min-sites": len(SITES), "out-dir": str(stock)}
-            stock_app = write_flower_app(stock / "app", run_config, STOCK_SERVER, STOCK_CLIENT)
-            approved = (fab_hash(stock_app),)  # both hosts approve the stock bundle for this test
-            address = coord.start(approved_apps=approved)
-            for site in SITES:
-                daemon = SiteDaemon(root / "sites" / site)
-                daemon.start(
-                    site, data / f"processed.{site}.data", keys[site].private_key,
-                    coord.root / "ca.crt", address, SitePolicy(require_dp=False),
-                    approved_apps=approved,
-                )  # fmt: skip
-                daemons.append(daemon)
-            progress("deployment: fedcare run ...")
-            out = coord.submit(config, min_sites=len(SITES))
-            records = coord.follow(out, rounds, lambda r: progress(f"  round {r['round']}"), 1800)
-            rows.append(
-                _row("fedcare deployed (3 SuperNodes, TLS)", [r["finished_at"] for r in records])
-            )
-            progress("deployment: stock Flower app (FedAvg, empty ClientApp) ...")
-            coord.submit_app(stock_app)
-            times = _wait_for_stock(stock, rounds)
-            rows.append(_row("stock Flower deployed (same SuperNodes)", times))
-        finally:
-            for daemon in daemons:
-                daemon.stop()
-            coord.stop()
+
+def _simulation(config: RunConfig, root: Path, progress: Callable[[str], None]) -> LatencyRow:
+    data = embedded_data_dir()
+    scenario = root / "scenario"
+    scenario.mkdir()
+    for site in SITES:
+        (scenario / f"{site}.data").write_bytes((data / f"processed.{site}.data").read_bytes())
+    progress(f"{SIMULATION}: Flower simulation engine (Ray) ...")
+    simulate(config.replace(scenario=str(scenario)), root / "sim")
+    records = json.loads((root / "sim" / "rounds.json").read_text())
+    return _row(SIMULATION, [r["finished_at"] for r in records])
+
+
+def _fedcare_deployed(
+    config: RunConfig, secagg: bool, root: Path, progress: Callable[[str], None]
+) -> list[LatencyRow]:
+    data = embedded_data_dir()
+    coord = Coordinator(root / "coordinator")
+    init_federation(coord.root, ["127.0.0.1", "localhost"])
+    keys = {site: generate_site_key(root / "sites" / site, site) for site in SITES}
+    for site in SITES:  # each site made its key pair; the owner registers the public key
+        add_site(coord.root, site, keys[site].public_key)
+    daemons: list[SiteDaemon] = []
+    try:
+        progress("fedcare deployed: starting the coordinator and 3 site daemons over TLS ...")
+        address = coord.start()
+        for site in SITES:
+            daemon = SiteDaemon(root / "sites" / site)
+            daemons.append(daemon)
+            daemon.start(
+                site, data / f"processed.{site}.data", keys[site].private_key,
+                coord.root / "ca.crt", address, SitePolicy(require_dp=False),
+            )  # fmt: skip
+        runs = [(DEPLOYED, config)]
+        if secagg:
+            runs.append((SECAGG, config.replace(secure_aggregation=True)))
+        rows = [_fedcare_run(coord, name, run, progress) for name, run in runs]
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        coord.stop()
     return rows
 
 
-def _wait_for_stock(out: Path, rounds: int, timeout_s: float = 600) -> list[float]:
+def _fedcare_run(
+    coord: Coordinator, name: str, run: RunConfig, progress: Callable[[str], None]
+) -> LatencyRow:
+    progress(f"{name}: run ...")
+    out = coord.submit(run, min_sites=len(SITES))
+    report = _round_reporter(progress)
+    records = coord.follow(out, run.rounds, lambda r: report(r["round"]), RUN_TIMEOUT_S)
+    return _row(name, [r["finished_at"] for r in records])
+
+
+def _stock_default(
+    rounds: int, root: Path, progress: Callable[[str], None]
+) -> tuple[LatencyRow, StockEvidence]:
+    progress(f"{STOCK}: starting flower-superlink and 3 flower-supernode (TLS, auth) ...")
+    out = root / "out"
+    with stock_deployment(root, SITES) as deployment:
+        groups = deployment.supernode_group_commands()
+        run_config = {"rounds": rounds, "min-sites": len(SITES), "out-dir": str(out)}
+        app = write_app(root / "app", run_config)
+        progress(f"{STOCK}: flwr run (Flower's FedAvg, torch ClientApp) ...")
+        run_id = deployment.run(app)
+        times = _follow_stock(deployment, run_id, out, rounds, _round_reporter(progress))
+        argv = deployment.supernode_argv()
+    pids = (out / PIDS_FILE).read_text().split() if (out / PIDS_FILE).exists() else []
+    evidence = StockEvidence(
+        tuple(map(tuple, argv)), tuple(map(tuple, groups)), len(pids), len(set(pids))
+    )
+    return _row(STOCK, times), evidence
+
+
+def _round_reporter(progress: Callable[[str], None]) -> Callable[[int], None]:
+    """Reports each finished round, with seconds since the previous one."""
+    last: list[float] = []
+
+    def report(round_number: int) -> None:
+        now = time.monotonic()
+        since = f" ({now - last[-1]:.1f} s)" if last else " (initial evaluation)"
+        last.append(now)
+        progress(f"  round {round_number}{since}")
+
+    return report
+
+
+def _follow_stock(
+    deployment: StockDeployment,
+    run_id: str,
+    out: Path,
+    rounds: int,
+    on_round: Callable[[int], None],
+    timeout_s: float = RUN_TIMEOUT_S,
+) -> list[float]:
+    """The stock run's end-of-round times (rounds 0..rounds); fails fast if the run ends early."""
     deadline = time.monotonic() + timeout_s
-    path = out / "stock_rounds.json"
+    path = out / ROUNDS_FILE
+    seen, next_check = 0, time.monotonic() + 5
     while time.monotonic() < deadline:
-        if path.exists():
-            times: list[float] = json.loads(path.read_text())["times"]
-            if len(times) >= rounds + 1:
-                return times
+        finished = False
+        if time.monotonic() > next_check:  # asked before reading, so no last round is missed
+            next_check = time.monotonic() + 5
+            status = deployment.run_status(run_id)
+            finished = status.startswith("finished")
+        times: list[float] = json.loads(path.read_text())["times"] if path.exists() else []
+        for number in range(seen, len(times)):
+            on_round(number)
+        seen = len(times)
+        if seen >= rounds + 1:
+            return times[: rounds + 1]
+        if finished:
+            raise StockDeploymentError(
+                f"stock run {run_id} ended as {status} after round {seen - 1}; its processes' "
+                f"logs are under {deployment.root}"
+            )
         time.sleep(0.5)
-    raise TimeoutError(f"stock Flower run did not finish in {timeout_s:.0f} s")
+    raise StockDeploymentError(f"stock run {run_id} did not finish in {timeout_s:.0f} s")
