@@ -12,9 +12,11 @@ evaluation of every round's global model (round 0 = the initial one).
 Nothing is lost to the fold. A site whose train reply carries no evaluation (it refused the
 round, failed, was not sampled for training, or runs a fedcare that does not fold) is asked in
 a separate evaluate exchange, as Flower's loop would ask it; the last round's model is
-evaluated in an exchange of its own. Under SecAgg+ the train exchange is Flower's protocol,
-whose replies reach the strategy without the site's own content, so ``fold=False`` runs
-Flower's order unchanged.
+evaluated in an exchange of its own. Under SecAgg+ the evaluation travels, in the clear like
+the training metrics, in the reply that carries the site's masked update (stage 3 of 4), and
+reaches the strategy with the site's other metrics
+(:class:`~fedcare.server.secure_aggregation.SecureAggregationGrid`). ``fold=False`` runs
+Flower's order (tests compare the two).
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
             masked = entry["configs"][RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
             assert masked["bytes"] > 0
             assert entry["metrics"]["fitres.num_examples"] == {"num_examples": 1.0}
-            assert set(entry["metrics"][keys.METRICS]) == keys.DP_TRAIN_METRICS  # no train loss
+            # no train loss; the evaluation of the model it trained from (round_loop) beside it
+            assert set(entry["metrics"][keys.METRICS]) == keys.DP_TRAIN_METRICS | keys.EVAL_METRICS
 
 
 @pytest.fixture(scope="module")
