@@ -1,12 +1,14 @@
 """The site's own app executor: runs a ClientApp only if the site approved its app bundle.
 
 The SuperNode runs with ``--isolation process`` and a SuperExec secret; this process, holding
-the same secret, is the only one its Runtime API hands ClientApp tasks to, and it starts each
-approved ClientApp with its task token in a private file (:mod:`fedcare.superexec`, shared with
-the coordinator's ServerApp executor). An unapproved task is never launched: the executor
-answers it at once, through the same Runtime API calls a ClientApp process makes, with an error
-reply carrying only ``app-not-approved``, and the site's audit log records the refusal. The
-coordinator's round goes on without the site, and the SuperNode is free for the next run (a
+the same secret, is the only one its Runtime API hands ClientApp tasks to. It hands each approved
+ClientApp task to the prestarted ClientApp worker it keeps ready (:mod:`fedcare.client.warm_worker`,
+the token over a 0600 socket), so no process start sits on the round's critical path, or starts
+it cold with its task token in a private file when no worker is ready (:mod:`fedcare.superexec`,
+shared with the coordinator's ServerApp executor). An unapproved task is never launched: the
+executor answers it at once, through the same Runtime API calls a ClientApp process makes, with
+an error reply carrying only ``app-not-approved``, and the site's audit log records the refusal.
+The coordinator's round goes on without the site, and the SuperNode is free for the next run (a
 task left unanswered would hold it until Flower's token expired).
 """
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["fab_hash", "fedcare_fab_hash"]  # where the site CLI and benchmarks import them
 
 log = logging.getLogger("fedcare.site.executor")
+# Approved ClientApp tasks go to a prestarted worker of this module, started before the task.
+WORKER_MODULE = "fedcare.client.warm_worker"
 
 
 def refuse_clientapp(settings: ExecutorSettings) -> OnRefused:
@@ -87,4 +91,4 @@ def settings(
 if __name__ == "__main__":
     from flwr.supercore.constant import TaskType
 
-    main(__doc__.splitlines()[0], TaskType.CLIENT_APP, refuse_clientapp)
+    main(__doc__.splitlines()[0], TaskType.CLIENT_APP, refuse_clientapp, WORKER_MODULE)

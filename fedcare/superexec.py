@@ -18,6 +18,11 @@ does. It is Flower's ``flower-superexec`` loop over Flower's own components
   the host answers it at once (``on_refused``) so the run ends instead of waiting for the token
   to expire.
 
+A host may also name a prestarted worker module (the site does: :mod:`fedcare.client.warm_worker`):
+:class:`PrestartedExecutor` then hands each approved task to a worker process started before the
+task arrived (:mod:`fedcare.prestarted`; its token over a 0600 socket, never a file or command
+line) and starts a task cold, as above, only when no worker is ready.
+
 Why a FAB hash is a meaningful approval: fedcare's FAB holds only a ``pyproject.toml`` naming
 ``fedcare.server.app:app`` and ``fedcare.client.app:app`` with default settings (run settings
 travel as run config), so every run of one fedcare version has the same FAB hash, which each
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedcare.atomic import write_bytes_atomic
+from fedcare.prestarted import PrestartedWorkers
 
 if TYPE_CHECKING:
     from flwr.proto.task_pb2 import Task
@@ -55,6 +61,7 @@ log = logging.getLogger("fedcare.superexec")
 POLL_INTERVAL_S = 0.2
 SECRET_FILE = "superexec.secret"
 TOKENS_DIR = "task-tokens"
+WORKERS_DIR = "prestarted"
 SECRET_BYTES = 32
 # The Runtime API call that hands out tasks and their tokens: the one Flower's SuperExec signs.
 ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
@@ -186,6 +193,64 @@ class TokenFileExecutor:
         self._flower.close()
 
 
+class PrestartedExecutor:
+    """A :class:`TokenFileExecutor` whose tasks go to prestarted workers when one is ready.
+
+    Wraps rather than extends the cold executor: capacity rules, token files and cleanup stay
+    its own, and it starts every task no worker took (a worker hung while preloading, one that
+    did not accept the task, workers switched off), so a task is never lost to the warm path.
+    Launch is reached only for approved tasks (:func:`run_executor` checks the FAB hash first),
+    whichever path starts them."""
+
+    def __init__(self, cold: TokenFileExecutor, workers: PrestartedWorkers) -> None:
+        self._cold = cold
+        self.workers = workers
+
+    def get_eligible_capacity(
+        self,
+        supported_task_types: set[TaskType],
+        *,
+        insecure: bool = False,
+        root_certificates_path: str | None = None,
+    ) -> tuple[set[TaskType], set[str]]:
+        return self._cold.get_eligible_capacity(
+            supported_task_types, insecure=insecure, root_certificates_path=root_certificates_path
+        )
+
+    def wait_for_capacity(
+        self,
+        task_type: TaskType | None = None,
+        *,
+        fab_hash: str | None = None,
+        insecure: bool = False,
+        root_certificates_path: str | None = None,
+    ) -> None:
+        self._cold.wait_for_capacity(
+            task_type, fab_hash=fab_hash, insecure=insecure,
+            root_certificates_path=root_certificates_path,
+        )  # fmt: skip
+
+    def launch(self, spec: ExecutionSpec) -> LaunchResult:
+        from flwr.supercore.superexec.executor import LaunchResult
+
+        if spec.runtime_dependency_install:  # workers never install dependencies
+            why: str | None = "the task asks for runtime dependency installation"
+        else:
+            why = self.workers.hand_over(spec)
+        if why is None:
+            return LaunchResult.accepted()
+        log.warning("task %d: cold start (%s)", spec.task_id, why)
+        return self._cold.launch(spec)
+
+    def reconcile(self) -> None:
+        self._cold.reconcile()
+        self.workers.reconcile()
+
+    def close(self) -> None:
+        self.workers.close()
+        self._cold.close()
+
+
 @dataclass(frozen=True)
 class ExecutorSettings:
     """What one host's executor needs: where its Runtime API is, how to reach it, its secret,
@@ -213,9 +278,12 @@ def runtime_client(settings: ExecutorSettings, *interceptors: Any) -> RuntimeHtt
     )  # fmt: skip
 
 
-def run_executor(settings: ExecutorSettings, on_refused: OnRefused) -> None:
+def run_executor(
+    settings: ExecutorSettings, on_refused: OnRefused, worker_module: str | None = None
+) -> None:
     """Poll the Runtime API for tasks (signed with the host's secret); launch approved ones,
-    hand unapproved ones to ``on_refused(task, token)`` once each."""
+    hand unapproved ones to ``on_refused(task, token)`` once each. With ``worker_module``,
+    approved tasks go to prestarted workers of that module (:class:`PrestartedExecutor`)."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.auth import load_superexec_auth_secret
     from flwr.supercore.interceptors import (
@@ -228,12 +296,18 @@ def run_executor(settings: ExecutorSettings, on_refused: OnRefused) -> None:
     assert secret is not None  # a path was given
     insecure = settings.root_certificates is None
     certificates = None if insecure else str(settings.root_certificates)
-    executor = TokenFileExecutor(settings.state_dir / TOKENS_DIR)
     client = runtime_client(
         settings,
         RuntimeVersionHttpInterceptor(component_name="SuperExec"),
         SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={ACQUIRE_TASK}),
     )
+    executor: TokenFileExecutor | PrestartedExecutor
+    executor = TokenFileExecutor(settings.state_dir / TOKENS_DIR)
+    if worker_module is not None:  # the first worker starts preloading now
+        workers = PrestartedWorkers(
+            settings.state_dir / WORKERS_DIR, worker_module, str(settings.task_type)
+        )
+        executor = PrestartedExecutor(executor, workers)
 
     class _Plugin(AutoExecPlugin):
         supported_task_types = frozenset({settings.task_type})
@@ -289,9 +363,13 @@ def executor_argv(module: str, settings: ExecutorSettings) -> list[str]:
 
 
 def main(
-    description: str, task_type: TaskType, refuse: Callable[[ExecutorSettings], OnRefused]
+    description: str,
+    task_type: TaskType,
+    refuse: Callable[[ExecutorSettings], OnRefused],
+    worker_module: str | None = None,
 ) -> None:
-    """The executor process: parse :func:`executor_argv`'s options and run the loop."""
+    """The executor process: parse :func:`executor_argv`'s options and run the loop (with
+    prestarted workers of ``worker_module``, if named)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--superexec-auth-secret-file", type=Path, required=True)
@@ -312,4 +390,4 @@ def main(
         root_certificates=args.root_certificates,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        run_executor(settings, refuse(settings))
+        run_executor(settings, refuse(settings), worker_module)

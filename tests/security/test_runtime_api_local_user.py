@@ -7,7 +7,9 @@ line in ``/proc`` for task tokens, tries to read any token file it sees named th
 replies with guessed, empty and (if it found one) sniffed tokens. Before the fix it won tasks
 (no SuperExec secret) and read tokens from ``flwr-clientapp --token ...``. Now both hosts run
 ``--isolation process`` with a per-start secret that only their own executor holds, and apps
-get their token through ``--token-file`` (0600 in a 0700 folder).
+get their token through ``--token-file`` (0600 in a 0700 folder) or, at the site, over the
+socket of a prestarted ClientApp worker (0600 in a 0700 folder), which the attacker finds in
+``/proc/net/unix`` and tries to hand a task of its own.
 
 The attacker runs Flower's own Runtime API client from the project's site-packages under the
 system interpreter (the project's interpreter lives in root's home, which ``nobody`` cannot
@@ -34,6 +36,8 @@ from typing import Any
 import flwr
 import pytest
 
+from fedcare.client.executor import WORKER_MODULE
+
 pytestmark = pytest.mark.slow
 FEDCARE = [sys.executable, "-m", "fedcare"]
 SITE = "cleveland"
@@ -41,7 +45,7 @@ TOKEN = re.compile(r"^[0-9a-f]{256}$")  # Flower's task token: 128 random bytes,
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 ATTACKER = r"""
-import json, os, re, secrets, sys, time
+import json, os, re, secrets, socket, sys, time
 import httpx
 from flwr.proto.runtime_pb2 import AcquireTaskRequest, PullTaskInputRequest, PushAppMessagesRequest
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
@@ -111,6 +115,26 @@ def scan():
                     say(kind="token-file-unreadable", error=type(exc).__name__)
 
 
+def scan_sockets():
+    with open("/proc/net/unix") as handle:
+        rows = [line.split() for line in handle.read().splitlines()[1:]]
+    for path in {row[-1] for row in rows if len(row) > 7} - seen_files:
+        if "prestarted" not in path:
+            continue
+        seen_files.add(path)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            task = {"token": secrets.token_hex(128), "runtime_api_address": site}
+            task |= {"insecure": True, "root_certificates_path": None}
+            probe.sendall(json.dumps(task).encode() + b"\n")
+            say(kind="worker-socket-connected", path=path)
+        except OSError as exc:
+            say(kind="worker-socket-refused", error=type(exc).__name__)
+        finally:
+            probe.close()
+
+
 def push(host, address, tls, token, how):
     request = PushAppMessagesRequest()
     outcome = attempt(host, lambda: client(address, tls, token).PushMessages(request))
@@ -125,6 +149,7 @@ while not os.path.exists(stop) and time.monotonic() < deadline:
     for _ in range(10):
         scan()
         time.sleep(0.02)
+    scan_sockets()
     if not pushed:
         pushed = True
         push("site", site, False, secrets.token_hex(128), "guessed")
@@ -213,7 +238,7 @@ class Attacker:
             for f in self.findings
             if f.get("outcome") == "won"
             or (f["kind"] != "acquire" and f.get("outcome") == "accepted")
-            or f["kind"] in ("token-on-cmdline", "token-file-read")
+            or f["kind"] in ("token-on-cmdline", "token-file-read", "worker-socket-connected")
         ]
 
     def stop(self) -> str:
@@ -229,8 +254,9 @@ class Attacker:
 
 
 class AppWatcher(threading.Thread):
-    """Root's view: the command line of every ClientApp/ServerApp process seen during the run
-    (proves the attacker's scan could have seen the apps' tokens, had they been there)."""
+    """Root's view: the command line of every ClientApp/ServerApp process seen during the run,
+    prestarted ClientApp workers included (proves the attacker's scan could have seen the apps'
+    tokens, had they been there)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -246,7 +272,8 @@ class AppWatcher(threading.Thread):
                     args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
                 except OSError:
                     continue
-                if any(Path(arg).name in ("flwr-clientapp", "flwr-serverapp") for arg in args[:2]):
+                names = {Path(arg).name for arg in args[:2]} | {" ".join(args[1:3])}
+                if names & {"flwr-clientapp", "flwr-serverapp", f"-m {WORKER_MODULE}"}:
                     self.seen[int(entry.name)] = args
             time.sleep(0.02)
 
@@ -304,13 +331,19 @@ def test_a_local_user_gets_no_task_token_or_reply_in_on_either_host(
     audit = [json.loads(line) for line in (state / "audit-log.jsonl").read_text().splitlines()]
     assert any(e["run_id"] == run_id and e["kind"] == "reply" for e in audit)
 
-    apps = {Path(arg).name for args in watcher.seen.values() for arg in args[:2]}
-    assert {"flwr-clientapp", "flwr-serverapp"} <= apps, watcher.seen
+    apps = {Path(arg).name for args in watcher.seen.values() for arg in args[:3]}
+    assert {"flwr-serverapp", WORKER_MODULE} <= apps, watcher.seen  # the site's ClientApps:
+    # prestarted workers (and flwr-clientapp, started cold, if a worker had hung)
     for args in watcher.seen.values():
         assert "--token" not in args and not any(TOKEN.match(arg) for arg in args), args
-        assert "--token-file" in args, args
+        if WORKER_MODULE in args:  # its token comes over its socket, after it started
+            assert "--token-file" not in args, args
+        else:
+            assert "--token-file" in args, args
     unreadable = [f for f in attacker.findings if f["kind"] == "token-file-unreadable"]
     assert unreadable  # the attacker saw the token files' paths and could not open them
+    refused = [f for f in attacker.findings if f["kind"] == "worker-socket-refused"]
+    assert refused  # the attacker found the workers' sockets and could not connect
 
 
 def test_the_coordinator_runs_no_unapproved_serverapp(

@@ -1,0 +1,385 @@
+"""Prestarted app workers: a task's process is started before the task arrives.
+
+Why: an app process started for a task (``flwr-clientapp --token-file F``) first imports Python,
+Flower, torch, Opacus and fedcare (about 3.5 s on an idle machine), and a site runs two such
+tasks per round (train, evaluate), so that start-up sat on every round's critical path. A
+prestarted worker pays it while the host waits for work: it preloads what a task needs, then
+serves exactly ONE task handed to it over a private Unix socket, and exits. Each task still gets a
+fresh process of its own (Flower's isolation between tasks is kept); it was only started earlier.
+
+Both ends of Flower's protocol for single-use prestarted task workers
+(:mod:`flwr.supercore.task_worker`, the one Flower's own Model and AgentApp workers use) are here:
+
+* the worker side, :func:`worker_main`: ``python -m MODULE serve --socket S --ready-file R
+  --busy-file B --parent-pid P`` preloads, publishes ``R`` and waits for one invocation on ``S``
+  (Flower's ``serve_prestarted_worker``). Nothing secret is on its command line: the task token
+  arrives later, over the socket.
+* the executor side, :class:`PrestartedWorkers`: keeps one worker ready, hands it a task (token,
+  Runtime API address, TLS settings) over the socket, starts the next one, and relays the
+  worker's output into the executor's log.
+
+What keeps this as private as a token file: the socket, ready and busy files live in a folder of
+the host's state (0700, never Flower's shared ``/tmp`` default, since several sites may share a
+machine), and the socket itself is 0600; the token exists only in the executor's memory, on that
+socket and in the worker's memory. A worker whose executor is gone ends itself (it polls its
+parent pid, as ``--parent-pid`` does for Flower's apps), and it is a child of the executor in the
+executor's process group, so stopping the host stops it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+if TYPE_CHECKING:
+    from flwr.supercore.superexec.executor import ExecutionSpec
+    from flwr.supercore.typing import JSONObject
+
+log = logging.getLogger("fedcare.prestarted")
+
+# A task waits for a worker that is still preloading: a cold start would begin the same imports
+# from zero, competing with it for the CPU (measured on a loaded 2-core host: preloads of 20-50 s,
+# and a 10 s cap sent every such task cold, later than the worker would have been ready). Only a
+# worker not ready this long after its start is taken for hung: killed, and the task starts cold.
+READY_LIMIT_S = 120.0
+# How long a worker has to confirm it took a task; one that does not is killed before the task
+# starts cold, so a task never runs twice.
+ACCEPT_TIMEOUT_S = 10.0
+# A worker that exits before it is ready three times in a row is not restarted: tasks start cold.
+MAX_FAILED_STARTS = 3
+PARENT_POLL_S = 0.2
+POLL_S = 0.05
+STOP_TIMEOUT_S = 5.0
+# A Unix socket path holds at most 107 bytes on Linux (sun_path is 108 with its NUL).
+MAX_SOCKET_PATH = 107
+
+# Flower's RunTaskOnce: (runtime API address, token, insecure, root certificates, on_started).
+RunOnce = Callable[[str, str, bool, bytes | None, Callable[[], None]], int]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One task handed to a worker: what Flower's task_worker payload carries."""
+
+    token: str = field(repr=False)  # never in a log line or a traceback's repr
+    runtime_api_address: str
+    insecure: bool
+    root_certificates_path: str | None
+
+    @classmethod
+    def from_payload(cls, payload: object, task_name: str) -> Invocation:
+        """Flower's own validation of the four fields (and of nothing more)."""
+        from flwr.supercore.task_worker import parse_invocation_payload
+
+        return cls(*parse_invocation_payload(payload, task_name))
+
+    def payload(self) -> JSONObject:
+        return {
+            "token": self.token,
+            "runtime_api_address": self.runtime_api_address,
+            "insecure": self.insecure,
+            "root_certificates_path": self.root_certificates_path,
+        }
+
+
+# --- the worker side -------------------------------------------------------------------------
+
+
+def watch_parent(parent_pid: int) -> None:
+    """SIGTERM this process once its parent (the executor) is gone.
+
+    Flower's ``start_parent_process_monitor`` raises the signal in its own thread, which does
+    not interrupt an idle worker's main thread blocked in ``accept()``; a signal sent to the
+    process does. Re-parenting is checked rather than the pid's existence, so a reused pid
+    cannot keep an orphan alive."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def worker_main(
+    task_name: str, preload: Callable[[], RunOnce], argv: Sequence[str] | None = None
+) -> NoReturn:
+    """A prestarted worker process: preload, then serve exactly one invocation and exit with
+    the task's exit code (Flower's apps end in ``flwr_exit``, a ``SystemExit``)."""
+    from flwr.supercore.task_worker import serve_prestarted_worker
+
+    parser = argparse.ArgumentParser(description=f"A prestarted single-use {task_name} worker")
+    parser.add_argument("mode", choices=["serve"])  # the executor dispatches in-process
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--ready-file", type=Path, required=True)
+    parser.add_argument("--busy-file", type=Path, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    watch_parent(args.parent_pid)
+    run_once = preload()
+    code = serve_prestarted_worker(
+        args.socket, args.ready_file, args.busy_file, _writing_directly(run_once),
+        lambda payload: Invocation.from_payload(payload, task_name), task_name,
+    )  # fmt: skip
+    raise SystemExit(code)
+
+
+def _writing_directly(run_once: RunOnce) -> RunOnce:
+    """``run_once`` with the task's output going where a cold app's goes: this process' own
+    stdout/stderr, the executor's log it inherited. Flower's worker relays task output over the
+    socket instead (for a Kubernetes exec stream), and its bounded relay drops output once 64
+    frames are queued, as a traceback's many small writes do; a local log needs no relay."""
+    from flwr.supercore.logger import console_handler
+
+    stdout, stderr = sys.stdout, sys.stderr
+
+    def run(
+        runtime_api_address: str,
+        token: str,
+        insecure: bool,
+        certificates: bytes | None,
+        on_started: Callable[[], None],
+    ) -> int:
+        def started() -> None:
+            on_started()  # Flower's relay takes stdout, stderr and its log handler here ...
+            sys.stdout, sys.stderr = stdout, stderr  # ... and gives them back (restored again
+            console_handler.setStream(stderr)  # to these same streams when the task ends)
+
+        return run_once(runtime_api_address, token, insecure, certificates, started)
+
+    return run
+
+
+# --- the executor side -----------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """One prestarted worker process and its files."""
+
+    process: subprocess.Popen[bytes]
+    socket: Path
+    ready_file: Path
+    busy_file: Path
+    started: float  # time.monotonic() at start
+
+    def is_ready(self) -> bool:
+        return self.process.poll() is None and self.ready_file.exists()
+
+    def remove_files(self) -> None:
+        for path in (self.socket, self.ready_file, self.busy_file):
+            path.unlink(missing_ok=True)
+
+    def stop(self, sig: signal.Signals) -> None:
+        """Signal the worker, wait for it (SIGKILL after STOP_TIMEOUT_S), remove its files."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.remove_files()
+
+
+class PrestartedWorkers:
+    """Keeps one prestarted worker of ``module`` ready in ``folder`` and hands tasks to it.
+
+    Single-use: a worker that took a task never takes another (Flower's worker serves one
+    connection and exits); the next worker starts as soon as one is handed a task."""
+
+    def __init__(self, folder: Path, module: str, task_name: str) -> None:
+        from fedcare.processes import private_dir
+
+        self.folder = private_dir(folder)
+        for stale in folder.iterdir():  # left by a killed executor; their workers ended too
+            stale.unlink(missing_ok=True)
+        self.module = module
+        self.task_name = task_name
+        self._count = 0
+        self._failed_starts = 0
+        self.idle: Worker | None = None  # the worker waiting for a task
+        self.busy: list[Worker] = []  # workers that took a task and have not been reaped
+        self.off_reason: str | None = None
+        probe = self._paths(10**9)[0]  # the longest name this executor will use
+        if len(os.fsencode(probe)) > MAX_SOCKET_PATH:
+            self._switch_off(f"socket path {probe} is longer than {MAX_SOCKET_PATH} bytes")
+        else:
+            self._start()
+
+    def _paths(self, number: int) -> tuple[Path, Path, Path]:
+        stem = self.folder / f"{os.getpid()}-{number}"
+        return stem.with_suffix(".sock"), stem.with_suffix(".ready"), stem.with_suffix(".busy")
+
+    def _switch_off(self, reason: str) -> None:
+        self.off_reason = reason
+        log.error("prestarted %s workers off (%s); every task starts cold", self.task_name, reason)
+
+    def _start(self) -> None:
+        self._count += 1
+        socket, ready, busy = self._paths(self._count)
+        argv = [
+            sys.executable, "-m", self.module, "serve", "--socket", str(socket),
+            "--ready-file", str(ready), "--busy-file", str(busy), "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        try:  # output inherited: the executor's log, as for an app started cold
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            self._switch_off(f"could not start {self.module}: {exc}")
+            return
+        self.idle = Worker(process, socket, ready, busy, time.monotonic())
+
+    def _unusable(self, worker: Worker) -> str | None:
+        """Why a worker that is not ready never will be (None: it is still preloading)."""
+        if worker.process.poll() is not None:
+            return f"exited (code {worker.process.returncode}) before it was ready"
+        if time.monotonic() - worker.started > READY_LIMIT_S:
+            return f"was not ready {READY_LIMIT_S:.0f} s after its start"
+        return None
+
+    def _replace(self, worker: Worker, why: str) -> None:
+        worker.stop(signal.SIGKILL)  # one that exited: only its files are removed
+        self.idle = None
+        self._failed_starts += 1
+        log.warning("prestarted %s worker %d %s", self.task_name, worker.process.pid, why)
+        if self._failed_starts >= MAX_FAILED_STARTS:
+            self._switch_off(f"{MAX_FAILED_STARTS} workers in a row were never ready")
+        else:
+            self._start()
+
+    def _take(self) -> Worker | None:
+        """The ready worker, waiting while it preloads; None if it hung (or workers are off).
+        One that exited early is replaced and the replacement waited for: a cold start
+        would be no sooner."""
+        while (worker := self.idle) is not None:
+            if worker.is_ready():
+                self.idle, self._failed_starts = None, 0
+                return worker
+            if (why := self._unusable(worker)) is not None:
+                hung = worker.process.poll() is None
+                self._replace(worker, why)
+                if hung:  # this task starts cold; the next one gets the replacement
+                    return None
+            else:
+                time.sleep(POLL_S)
+        return None
+
+    def hand_over(self, spec: ExecutionSpec) -> str | None:
+        """Give the task to the ready worker. None when a worker accepted it; otherwise why
+        not (the task was not started, and the caller starts it cold)."""
+        worker = self._take()
+        if self.off_reason is not None:  # also when the last try failed while waiting
+            return f"prestarted workers off: {self.off_reason}"
+        if worker is None:
+            return f"the prestarted worker was not ready {READY_LIMIT_S:.0f} s after its start"
+        invocation = Invocation(
+            spec.token, spec.runtime_api_address, spec.insecure,
+            None if spec.insecure else spec.root_certificates_path,
+        )  # fmt: skip
+        try:
+            channel = _dispatch(worker.socket, invocation)
+        except (OSError, ValueError) as exc:  # never started: kill it, so it never can
+            worker.stop(signal.SIGKILL)
+            self._start()
+            return f"prestarted worker {worker.process.pid} did not take the task ({exc})"
+        self.busy.append(worker)
+        self._start()  # the next task's worker preloads while this one runs
+        log.info(
+            "task %d: handed to prestarted %s worker %d (started %.1f s before)",
+            spec.task_id, self.task_name, worker.process.pid, time.monotonic() - worker.started,
+        )  # fmt: skip
+        relay = threading.Thread(
+            target=_relay, args=(channel, spec.task_id, worker.process.pid), daemon=True
+        )
+        relay.start()
+        return None
+
+    def reconcile(self) -> None:
+        """Reap workers that finished their task; replace an idle one that died."""
+        for worker in list(self.busy):
+            if worker.process.poll() is not None:
+                worker.remove_files()
+                self.busy.remove(worker)
+        idle = self.idle
+        if idle is not None and not idle.is_ready() and (why := self._unusable(idle)) is not None:
+            self._replace(idle, why)
+
+    def close(self) -> None:
+        """Stop the idle worker (SIGTERM: Flower's idle handler removes its files). Busy ones
+        end their task, then themselves once this process is gone (they watch their parent)."""
+        idle, self.idle = self.idle, None
+        if idle is not None:
+            idle.stop(signal.SIGTERM)
+
+
+class _Channel(Protocol):
+    """The worker connection as both ends use it: Flower's MessageChannel, closeable."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+    def write(self, data: bytes, /) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def _dispatch(socket_path: Path, invocation: Invocation) -> _Channel:
+    """Send the invocation; return the channel once the worker accepted it. Raises OSError or
+    ValueError when it did not (rejected, closed, or silent for ACCEPT_TIMEOUT_S)."""
+    import socket
+
+    from flwr.supercore.task_worker_protocol import read_message, send_message
+
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel: _Channel | None = None
+    try:
+        connection.settimeout(ACCEPT_TIMEOUT_S)
+        connection.connect(str(socket_path))
+        channel = opened = connection.makefile("rwb")
+        send_message(opened, invocation.payload())
+        reply = read_message(opened)
+        if reply != {"event": "accepted"}:
+            raise ValueError(f"worker answered {reply.get('event')!r}: {reply.get('reason')}")
+        connection.settimeout(None)  # the task may run for long; its end closes the socket
+        return opened
+    except BaseException:
+        if channel is not None:
+            channel.close()
+        raise
+    finally:
+        connection.close()  # an open channel keeps the socket open until the channel closes
+
+
+def _relay(channel: _Channel, task_id: int, pid: int) -> None:
+    """Copy the worker's (token-redacted) output into this process' output, the executor's log,
+    as an app started cold writes there; log the task's exit code."""
+    from flwr.supercore.task_worker_protocol import read_message
+
+    code: object = "unknown (connection lost)"
+    try:
+        while True:
+            try:
+                message = read_message(channel)
+            except (OSError, ValueError):
+                break
+            if message.get("event") == "output":
+                stream = sys.stderr if message.get("stream") == "stderr" else sys.stdout
+                with contextlib.suppress(OSError, ValueError):
+                    stream.write(str(message.get("data", "")))
+                    stream.flush()
+            elif message.get("event") == "finished":
+                code = message.get("returncode")
+                break
+    finally:
+        channel.close()
+    log.info("task %d: prestarted worker %d finished, exit code %s", task_id, pid, code)
