@@ -2,10 +2,11 @@
 
 Flower ships prestarted workers for its Model and AgentApp tasks only; this is the ClientApp
 one, on the same machinery (:mod:`fedcare.prestarted`). The site's executor
-(:mod:`fedcare.client.executor`) keeps one running; it imports everything a fedcare ClientApp
-task needs while the site waits for work, then runs exactly one task with Flower's own
-``run_clientapp`` (the function ``flwr-clientapp`` runs), so a task is served by the same code
-as a cold start: same Runtime API calls, same FAB install and app loading, same reply and exit.
+(:mod:`fedcare.client.executor`) starts its template, which imports everything a fedcare
+ClientApp task needs once, while the site waits for work, and forks one single-use worker per
+task; the worker runs exactly one task with Flower's own ``run_clientapp`` (the function
+``flwr-clientapp`` runs), so a task is served by the same code as a cold start: same Runtime API
+calls, same FAB install and app loading, same reply and exit.
 Only approved tasks reach it: the executor hands over a task only after its FAB hash passed.
 """
 

@@ -10,20 +10,24 @@ fresh process of its own (Flower's isolation between tasks is kept); it was only
 Both ends of Flower's protocol for single-use prestarted task workers
 (:mod:`flwr.supercore.task_worker`, the one Flower's own Model and AgentApp workers use) are here:
 
-* the worker side, :func:`worker_main`: ``python -m MODULE serve --socket S --ready-file R
-  --busy-file B --parent-pid P`` preloads, publishes ``R`` and waits for one invocation on ``S``
-  (Flower's ``serve_prestarted_worker``). Nothing secret is on its command line: the task token
-  arrives later, over the socket.
-* the executor side, :class:`PrestartedWorkers`: keeps one worker ready, hands it a task (token,
-  Runtime API address, TLS settings) over the socket, starts the next one, and relays the
-  worker's output into the executor's log.
+* the template, :func:`worker_main`: ``python -m MODULE template --control C --parent-pid P``
+  preloads ONCE, then, for each request on its control socket ``C``, forks a worker. A forked
+  worker waits for one invocation on its own socket (Flower's ``serve_prestarted_worker``), runs
+  it and exits. Why fork: three sites on one 2-core host that each re-imported torch after every
+  task spent the round's CPU on imports (a round took 11-16 s, preloading bound); a fork costs
+  milliseconds and the template itself never runs a task, so every task starts from the same
+  pristine, preloaded state - the isolation of a fresh process. Nothing secret is on any command
+  line: the task token arrives later, over the worker's socket.
+* the executor side, :class:`PrestartedWorkers`: starts the template, keeps one forked worker
+  ready, hands it a task (token, Runtime API address, TLS settings) over its socket, asks for the
+  next one, and relays the worker's output into the executor's log.
 
-What keeps this as private as a token file: the socket, ready and busy files live in a folder of
+What keeps this as private as a token file: the sockets and ready/busy files live in a folder of
 the host's state (0700, never Flower's shared ``/tmp`` default, since several sites may share a
-machine), and the socket itself is 0600; the token exists only in the executor's memory, on that
-socket and in the worker's memory. A worker whose executor is gone ends itself (it polls its
-parent pid, as ``--parent-pid`` does for Flower's apps), and it is a child of the executor in the
-executor's process group, so stopping the host stops it too.
+machine), and each socket is 0600; the token exists only in the executor's memory, on that
+socket and in the worker's memory. The template ends itself once its executor is gone, and a
+forked worker once its template is gone (each polls its parent pid, as ``--parent-pid`` does for
+Flower's apps); all are in the executor's process group, so stopping the host stops them too.
 """
 
 from __future__ import annotations
@@ -115,24 +119,74 @@ def watch_parent(parent_pid: int) -> None:
 def worker_main(
     task_name: str, preload: Callable[[], RunOnce], argv: Sequence[str] | None = None
 ) -> NoReturn:
-    """A prestarted worker process: preload, then serve exactly one invocation and exit with
-    the task's exit code (Flower's apps end in ``flwr_exit``, a ``SystemExit``)."""
-    from flwr.supercore.task_worker import serve_prestarted_worker
+    """The template process: preload once, then fork one single-use worker per request on the
+    control socket (module docstring). It never runs a task itself."""
+    import socket
 
-    parser = argparse.ArgumentParser(description=f"A prestarted single-use {task_name} worker")
-    parser.add_argument("mode", choices=["serve"])  # the executor dispatches in-process
-    parser.add_argument("--socket", type=Path, required=True)
-    parser.add_argument("--ready-file", type=Path, required=True)
-    parser.add_argument("--busy-file", type=Path, required=True)
+    from flwr.supercore.task_worker_protocol import read_message, send_message
+
+    parser = argparse.ArgumentParser(description=f"Prestarted single-use {task_name} workers")
+    parser.add_argument("mode", choices=["template"])
+    parser.add_argument("--control", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
+    control, ready = args.control, args.control.with_suffix(".ready")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # runs the finally: files go
     watch_parent(args.parent_pid)
-    run_once = preload()
-    code = serve_prestarted_worker(
-        args.socket, args.ready_file, args.busy_file, _writing_directly(run_once),
-        lambda payload: Invocation.from_payload(payload, task_name), task_name,
-    )  # fmt: skip
-    raise SystemExit(code)
+    run_once = _writing_directly(preload())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            control.unlink(missing_ok=True)
+            server.bind(str(control))
+            control.chmod(0o600)
+            server.listen(8)
+            ready.touch()
+            while True:
+                connection, _ = server.accept()
+                with connection, connection.makefile("rwb") as channel:
+                    request = read_message(channel)
+                    pid = os.fork()
+                    if pid == 0:  # the worker: serves one task, never returns
+                        server.close()
+                        _serve_forked(request, run_once, task_name)
+                    send_message(channel, {"pid": pid})
+                    _reap()
+    finally:
+        ready.unlink(missing_ok=True)
+        control.unlink(missing_ok=True)
+
+
+def _reap() -> None:
+    """Collect forked workers that exited (their exit codes reach the executor over their
+    sockets), so none is left a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _serve_forked(request: JSONObject, run_once: RunOnce, task_name: str) -> NoReturn:
+    """In a forked worker: serve exactly one invocation on the socket named in ``request``,
+    then leave with the task's exit code (``os._exit``: the template's cleanup is not ours)."""
+    from flwr.supercore.task_worker import serve_prestarted_worker
+
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Flower's idle handlers replace it
+        watch_parent(os.getppid())  # threads do not survive fork(): watch the template
+        code = serve_prestarted_worker(
+            Path(str(request["socket"])), Path(str(request["ready_file"])),
+            Path(str(request["busy_file"])), run_once,
+            lambda payload: Invocation.from_payload(payload, task_name), task_name,
+        )  # fmt: skip
+    except SystemExit as exc:  # Flower's apps end in flwr_exit
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        log.exception("prestarted %s worker failed", task_name)
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def _writing_directly(run_once: RunOnce) -> RunOnce:
@@ -164,11 +218,50 @@ def _writing_directly(run_once: RunOnce) -> RunOnce:
 # --- the executor side -----------------------------------------------------------------------
 
 
+class ForkedProcess:
+    """A worker forked by the template, seen from the executor: not the executor's child, so
+    it is followed by pid and kernel start time (a reused pid is never taken for it). Offers
+    what :class:`Worker` uses of ``subprocess.Popen``; the exit code itself travels over the
+    worker's socket, so ``returncode`` is -1 once it is gone."""
+
+    def __init__(self, pid: int) -> None:
+        from fedcare.processes import process_stat
+
+        stat = process_stat(pid)
+        self.pid = pid
+        self._start_time = stat.start_time if stat else None
+        self.returncode: int | None = None if stat else -1
+
+    def poll(self) -> int | None:
+        from fedcare.processes import process_stat
+
+        if self.returncode is None:
+            stat = process_stat(self.pid)
+            if stat is None or stat.start_time != self._start_time:
+                self.returncode = -1
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0.0)
+            time.sleep(POLL_S)
+        return code
+
+
 @dataclass
 class Worker:
     """One prestarted worker process and its files."""
 
-    process: subprocess.Popen[bytes]
+    process: ForkedProcess
     socket: Path
     ready_file: Path
     busy_file: Path
@@ -213,11 +306,14 @@ class PrestartedWorkers:
         self.idle: Worker | None = None  # the worker waiting for a task
         self.busy: list[Worker] = []  # workers that took a task and have not been reaped
         self.off_reason: str | None = None
+        self.template: subprocess.Popen[bytes] | None = None
+        self.control = folder / f"{os.getpid()}-template.sock"
+        self._template_started = 0.0
         probe = self._paths(10**9)[0]  # the longest name this executor will use
         if len(os.fsencode(probe)) > MAX_SOCKET_PATH:
             self._switch_off(f"socket path {probe} is longer than {MAX_SOCKET_PATH} bytes")
         else:
-            self._start()
+            self._start_template()
 
     def _paths(self, number: int) -> tuple[Path, Path, Path]:
         stem = self.folder / f"{os.getpid()}-{number}"
@@ -227,19 +323,56 @@ class PrestartedWorkers:
         self.off_reason = reason
         log.error("prestarted %s workers off (%s); every task starts cold", self.task_name, reason)
 
-    def _start(self) -> None:
-        self._count += 1
-        socket, ready, busy = self._paths(self._count)
+    def _start_template(self) -> None:
+        """Start the template that preloads and forks the workers (returns at once)."""
         argv = [
-            sys.executable, "-m", self.module, "serve", "--socket", str(socket),
-            "--ready-file", str(ready), "--busy-file", str(busy), "--parent-pid", str(os.getpid()),
+            sys.executable, "-m", self.module, "template", "--control", str(self.control),
+            "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         try:  # output inherited: the executor's log, as for an app started cold
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            self.template = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         except OSError as exc:
             self._switch_off(f"could not start {self.module}: {exc}")
+        self._template_started = time.monotonic()
+
+    def template_ready(self) -> bool:
+        """Whether the template preloaded and listens for fork requests."""
+        template = self.template
+        return (
+            template is not None
+            and template.poll() is None
+            and self.control.with_suffix(".ready").exists()
+        )
+
+    def _start(self) -> None:
+        """Fork the next worker, waiting while the template preloads; switch the workers off
+        if the template exited or never became ready."""
+        while not self.template_ready():
+            template = self.template
+            if template is None or template.poll() is not None:
+                code = None if template is None else template.returncode
+                self._switch_off(f"the {self.module} template exited (code {code})")
+                return
+            if time.monotonic() - self._template_started > READY_LIMIT_S:
+                template.kill()
+                self._switch_off(
+                    f"the template was not ready {READY_LIMIT_S:.0f} s after its start"
+                )
+                return
+            time.sleep(POLL_S)
+        self._count += 1
+        socket, ready, busy = self._paths(self._count)
+        request: JSONObject = {
+            "socket": str(socket),
+            "ready_file": str(ready),
+            "busy_file": str(busy),
+        }
+        try:
+            pid = _fork_request(self.control, request)
+        except (OSError, ValueError) as exc:
+            self._switch_off(f"the template forked no worker ({exc})")
             return
-        self.idle = Worker(process, socket, ready, busy, time.monotonic())
+        self.idle = Worker(ForkedProcess(pid), socket, ready, busy, time.monotonic())
 
     def _unusable(self, worker: Worker) -> str | None:
         """Why a worker that is not ready never will be (None: it is still preloading)."""
@@ -260,9 +393,11 @@ class PrestartedWorkers:
             self._start()
 
     def _take(self) -> Worker | None:
-        """The ready worker, waiting while it preloads; None if it hung (or workers are off).
-        One that exited early is replaced and the replacement waited for: a cold start
-        would be no sooner."""
+        """The ready worker, waiting while the template preloads; None if it hung (or workers
+        are off). One that exited early is replaced and the replacement waited for: a cold
+        start would be no sooner."""
+        if self.idle is None and self.off_reason is None:
+            self._start()
         while (worker := self.idle) is not None:
             if worker.is_ready():
                 self.idle, self._failed_starts = None, 0
@@ -297,8 +432,9 @@ class PrestartedWorkers:
         self.busy.append(worker)
         self._start()  # the next task's worker preloads while this one runs
         log.info(
-            "task %d: handed to prestarted %s worker %d (started %.1f s before)",
+            "task %d: handed to prestarted %s worker %d (forked %.1f s before from template %s)",
             spec.task_id, self.task_name, worker.process.pid, time.monotonic() - worker.started,
+            self.template.pid if self.template else "?",
         )  # fmt: skip
         relay = threading.Thread(
             target=_relay, args=(channel, spec.task_id, worker.process.pid), daemon=True
@@ -315,13 +451,41 @@ class PrestartedWorkers:
         idle = self.idle
         if idle is not None and not idle.is_ready() and (why := self._unusable(idle)) is not None:
             self._replace(idle, why)
+        if self.idle is None and self.off_reason is None and self.template_ready():
+            self._start()  # the first worker, once the template has preloaded
 
     def close(self) -> None:
-        """Stop the idle worker (SIGTERM: Flower's idle handler removes its files). Busy ones
-        end their task, then themselves once this process is gone (they watch their parent)."""
+        """Stop the idle worker (SIGTERM: Flower's idle handler removes its files), then the
+        template. Busy ones end their task, then themselves once the template is gone (they
+        watch their parent)."""
         idle, self.idle = self.idle, None
         if idle is not None:
             idle.stop(signal.SIGTERM)
+        template, self.template = self.template, None
+        if template is not None and template.poll() is None:
+            template.terminate()
+            try:
+                template.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                template.kill()
+                template.wait()
+
+
+def _fork_request(control: Path, request: JSONObject) -> int:
+    """Ask the template at ``control`` to fork a worker for ``request``; the worker's pid."""
+    import socket
+
+    from flwr.supercore.task_worker_protocol import read_message, send_message
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(ACCEPT_TIMEOUT_S)
+        connection.connect(str(control))
+        with connection.makefile("rwb") as channel:
+            send_message(channel, request)
+            pid = read_message(channel).get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise ValueError(f"the template answered {pid!r}, not a pid")
+    return pid
 
 
 class _Channel(Protocol):

@@ -74,7 +74,10 @@ def bench_latency(
 
     started = time.perf_counter()
     report = run_latency_benchmark(rounds, secagg, progress=lambda text: console.print(text))
-    table = Table(title=f"Seconds per round, 3 sites, median of all {rounds} rounds (none dropped)")
+    table = Table(
+        title=f"Seconds per round, 3 sites, median of {rounds} rounds (each row ran {rounds + 1}; "
+        "its first round has no start mark in fedcare and is left out in every row alike)"
+    )
     for column in ("environment", "median s/round", "vs stock default", "each round (s)"):
         table.add_column(column, justify="left" if column == "environment" else "right")
     for row in report.rows:

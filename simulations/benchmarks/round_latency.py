@@ -19,10 +19,18 @@ deployment as the reference. A round is train + federated evaluation at every si
   ClientApp shipped in its bundle (:mod:`fedcare.simulations.benchmarks.stock_app`). Nothing of
   fedcare's deployment code runs there. Started after fedcare's federation has stopped.
 
-Per-round times are differences of successive end-of-round timestamps (round 0, the initial
-evaluation, starts the clock), so start-up, app installation and the initial evaluation are not
-in them. Each median is over all rounds of its run; no round is dropped as warm-up. Only one
-environment runs at a time; the host is otherwise shared, so the figures carry its noise.
+Per-round times are differences of successive end-of-round timestamps, so start-up and app
+installation are not in them. Stock Flower's round is a train exchange then an evaluate
+exchange; its clock starts at round 0 (no exchange: FedAvg's ``evaluate_fn``). fedcare's round is
+one train exchange whose replies also carry each site's evaluation of the model it trained from
+(:mod:`fedcare.server.round_loop`): the record of round ``r - 1`` is written when round ``r``'s
+training ends, and the last record after a final evaluation exchange that no other round has. So
+every row runs one round more than asked, and times the rounds after its first: fedcare's first
+round has no start mark, and stock Flower's is left out likewise, so no row's figures hold a
+first round's warm-up. A fedcare row times the rounds between the ends of successive training
+exchanges (:func:`_fedcare_row`), never that final, shorter exchange. Each median is over those
+rounds. Only one environment runs at a time; the host is otherwise shared, so the figures carry
+its noise.
 """
 
 from __future__ import annotations
@@ -122,13 +130,22 @@ def _row(name: str, finished_at: list[float]) -> LatencyRow:
     return LatencyRow(name, len(per_round), statistics.median(per_round), tuple(per_round))
 
 
+def _fedcare_row(name: str, records: list[dict[str, float]], rounds: int) -> LatencyRow:
+    """``rounds`` full rounds of a fedcare run of ``rounds + 1`` rounds: record ``i`` is written
+    when training round ``i + 1`` ends, so records ``0 .. rounds`` mark ``rounds`` full rounds;
+    the last record (after the final evaluation exchange alone) is left out."""
+    if len(records) != rounds + 2:
+        raise ValueError(f"{name}: {len(records)} round records, expected {rounds + 2}")
+    return _row(name, [r["finished_at"] for r in records[: rounds + 1]])
+
+
 def run_latency_benchmark(
     rounds: int = 4, secagg: bool = True, progress: Callable[[str], None] = print
 ) -> LatencyReport:
     """Time ``rounds`` FedAvg rounds of the 3-site run in each environment (module docstring)."""
     if rounds < 1:
         raise ValueError(f"rounds: {rounds} must be at least 1")
-    config = RunConfig(rounds=rounds, strategy=StrategyName.FEDAVG)
+    config = RunConfig(rounds=rounds + 1, strategy=StrategyName.FEDAVG)  # see _fedcare_row
     rows: list[LatencyRow] = []
     with tempfile.TemporaryDirectory(prefix="fedcare-bench-") as tmp:
         root = Path(tmp)
@@ -148,7 +165,7 @@ def _simulation(config: RunConfig, root: Path, progress: Callable[[str], None]) 
     progress(f"{SIMULATION}: Flower simulation engine (Ray) ...")
     simulate(config.replace(scenario=str(scenario)), root / "sim")
     records = json.loads((root / "sim" / "rounds.json").read_text())
-    return _row(SIMULATION, [r["finished_at"] for r in records])
+    return _fedcare_row(SIMULATION, records, config.rounds - 1)
 
 
 def _fedcare_deployed(
@@ -189,7 +206,7 @@ def _fedcare_run(
     out = coord.submit(run, min_sites=len(SITES))
     report = _round_reporter(progress)
     records = coord.follow(out, run.rounds, lambda r: report(r["round"]), RUN_TIMEOUT_S)
-    return _row(name, [r["finished_at"] for r in records])
+    return _fedcare_row(name, records, run.rounds - 1)
 
 
 def _stock_default(
@@ -197,6 +214,7 @@ def _stock_default(
 ) -> tuple[LatencyRow, StockEvidence]:
     progress(f"{STOCK}: starting flower-superlink and 3 flower-supernode (TLS, auth) ...")
     out = root / "out"
+    rounds += 1  # its first round is not timed (module docstring)
     with stock_deployment(root, SITES) as deployment:
         groups = deployment.supernode_group_commands()
         run_config = {"rounds": rounds, "min-sites": len(SITES), "out-dir": str(out)}
@@ -209,7 +227,7 @@ def _stock_default(
     evidence = StockEvidence(
         tuple(map(tuple, argv)), tuple(map(tuple, groups)), len(pids), len(set(pids))
     )
-    return _row(STOCK, times), evidence
+    return _row(STOCK, times[1:]), evidence  # from the end of its first round
 
 
 def _round_reporter(progress: Callable[[str], None]) -> Callable[[int], None]:
@@ -218,7 +236,7 @@ def _round_reporter(progress: Callable[[str], None]) -> Callable[[int], None]:
 
     def report(round_number: int) -> None:
         now = time.monotonic()
-        since = f" ({now - last[-1]:.1f} s)" if last else " (initial evaluation)"
+        since = f" ({now - last[-1]:.1f} s)" if last else " (the clock starts)"
         last.append(now)
         progress(f"  round {round_number}{since}")
 

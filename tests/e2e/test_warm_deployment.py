@@ -23,7 +23,8 @@ from tests.deployed_federation import audit_entries, fedcare, running_federation
 pytestmark = pytest.mark.slow
 SITE = "cleveland"
 HANDED = re.compile(
-    r"task (\d+): handed to prestarted flwr-clientapp worker (\d+) \(started ([\d.]+) s before\)"
+    r"task (\d+): handed to prestarted flwr-clientapp worker (\d+) "
+    r"\(forked ([\d.]+) s before from template (\d+)\)"
 )
 FINISHED = re.compile(r"task (\d+): prestarted worker (\d+) finished, exit code (\S+)")
 
@@ -65,10 +66,14 @@ def test_deployed_messages_go_to_prestarted_workers_and_site_stop_ends_them(
         log = (state / "logs" / "executor.log").read_text()
         handed = HANDED.findall(log)
         assert len(messages) >= 2 and len(handed) == len(messages), log[-3000:]
-        assert all(float(before) >= 1.0 for _, _, before in handed)  # it had preloaded
-        assert len({pid for _, pid, _ in handed}) == len(handed)  # a fresh process per task
+        # each a fresh process, forked (before its task came) from the one preloaded template,
+        # which itself ran no task
+        (template,) = {template for _, _, _, template in handed}
+        assert len({pid for _, pid, _, _ in handed}) == len(handed)
+        assert template not in {pid for _, pid, _, _ in handed}
+        assert all(float(before) > 0 for _, _, before, _ in handed)
         finished = {(task, pid): code for task, pid, code in FINISHED.findall(log)}
-        assert finished == {(task, pid): "0" for task, pid, _ in handed}
+        assert finished == {(task, pid): "0" for task, pid, _, _ in handed}
         assert "cold start" not in log
 
         # Execute: stop the site while its next worker waits for a task

@@ -114,7 +114,7 @@ def mode(path: Path) -> int:
 
 
 def test_a_worker_serves_one_task_from_its_private_socket_and_exits(
-    workers: PrestartedWorkers, runtime: RuntimeStandIn
+    workers: PrestartedWorkers, runtime: RuntimeStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Prepare
     worker = wait_ready(workers)
@@ -122,13 +122,19 @@ def test_a_worker_serves_one_task_from_its_private_socket_and_exits(
     assert stat.S_ISSOCK(worker.socket.stat().st_mode)
     token = secrets.token_hex(128)
     # Execute
-    refusal = workers.hand_over(spec(runtime, token))
-    lines = command_lines()  # while the task runs, and the next worker starts
-    code = worker.process.wait(timeout=120)
+    with caplog.at_level(logging.INFO, logger="fedcare.prestarted"):
+        refusal = workers.hand_over(spec(runtime, token))
+        lines = command_lines()  # while the task runs, and the next worker starts
+        worker.process.wait(timeout=120)
+        finished = f"task 7: prestarted worker {worker.process.pid} finished, exit code"
+        deadline = time.monotonic() + 30
+        while finished not in caplog.text:  # the exit code comes over the worker's socket
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.1)
     # Assert
     assert refusal is None
     assert runtime.tokens and set(runtime.tokens) == {token}  # it ran the task it was handed
-    assert code == 1  # the stand-in refused the task; the worker exits with the task's code
+    assert f"{finished} 1" in caplog.text  # the stand-in refused the task: the task's code
     assert not any(token.encode() in line for line in lines)
     assert not worker.socket.exists() and not worker.ready_file.exists()
     assert not worker.busy_file.exists()
@@ -170,7 +176,8 @@ import sys, time
 from pathlib import Path
 from fedcare.prestarted import PrestartedWorkers
 workers = PrestartedWorkers(Path(sys.argv[1]), sys.argv[2], "flwr-clientapp")
-while not workers.idle.is_ready():
+while workers.idle is None or not workers.idle.is_ready():
+    workers.reconcile()
     time.sleep(0.1)
 print(workers.idle.process.pid, flush=True)
 time.sleep(600)
@@ -233,7 +240,7 @@ def test_without_a_ready_worker_the_task_starts_cold_with_a_token_file(
             result = executor.launch(spec(runtime, token))
         # Assert
         assert result.status == "accepted"
-        assert workers.off_reason == "3 workers in a row were never ready"
+        assert workers.off_reason == "the fedcare.no_such_module template exited (code 1)"
         assert "task 7: cold start (prestarted workers off" in caplog.text
         (token_file,) = (state / TOKENS_DIR).iterdir()
         assert token_file.read_text() == token and mode(token_file) == 0o600
