@@ -41,7 +41,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Protocol
@@ -65,8 +65,6 @@ MAX_FAILED_STARTS = 3
 PARENT_POLL_S = 0.2
 POLL_S = 0.05
 STOP_TIMEOUT_S = 5.0
-# A Unix socket path holds at most 107 bytes on Linux (sun_path is 108 with its NUL).
-MAX_SOCKET_PATH = 107
 
 # Flower's RunTaskOnce: (runtime API address, token, insecure, root certificates, on_started).
 RunOnce = Callable[[str, str, bool, bytes | None, Callable[[], None]], int]
@@ -95,6 +93,19 @@ class Invocation:
             "insecure": self.insecure,
             "root_certificates_path": self.root_certificates_path,
         }
+
+
+@contextlib.contextmanager
+def short_path(path: Path) -> Iterator[Path]:
+    """``path`` through its folder's file descriptor (``/proc/self/fd/N/NAME``), for as long as
+    the context lasts. A Unix socket's path holds at most 107 bytes, and a site's state folder
+    may be deeper than that (a CI machine's temporary folders are); the kernel follows the alias
+    to the same file, so the socket still lives in the host's private folder."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield Path(f"/proc/self/fd/{fd}/{path.name}")
+    finally:
+        os.close(fd)
 
 
 # --- the worker side -------------------------------------------------------------------------
@@ -137,7 +148,8 @@ def worker_main(
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
             control.unlink(missing_ok=True)
-            server.bind(str(control))
+            with short_path(control) as alias:
+                server.bind(str(alias))
             control.chmod(0o600)
             server.listen(8)
             ready.touch()
@@ -173,11 +185,11 @@ def _serve_forked(request: JSONObject, run_once: RunOnce, task_name: str) -> NoR
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Flower's idle handlers replace it
         watch_parent(os.getppid())  # threads do not survive fork(): watch the template
-        code = serve_prestarted_worker(
-            Path(str(request["socket"])), Path(str(request["ready_file"])),
-            Path(str(request["busy_file"])), run_once,
-            lambda payload: Invocation.from_payload(payload, task_name), task_name,
-        )  # fmt: skip
+        with short_path(Path(str(request["socket"]))) as alias:  # bound, then unlinked
+            code = serve_prestarted_worker(
+                alias, Path(str(request["ready_file"])), Path(str(request["busy_file"])),
+                run_once, lambda payload: Invocation.from_payload(payload, task_name), task_name,
+            )  # fmt: skip
     except SystemExit as exc:  # Flower's apps end in flwr_exit
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -309,11 +321,7 @@ class PrestartedWorkers:
         self.template: subprocess.Popen[bytes] | None = None
         self.control = folder / f"{os.getpid()}-template.sock"
         self._template_started = 0.0
-        probe = self._paths(10**9)[0]  # the longest name this executor will use
-        if len(os.fsencode(probe)) > MAX_SOCKET_PATH:
-            self._switch_off(f"socket path {probe} is longer than {MAX_SOCKET_PATH} bytes")
-        else:
-            self._start_template()
+        self._start_template()
 
     def _paths(self, number: int) -> tuple[Path, Path, Path]:
         stem = self.folder / f"{os.getpid()}-{number}"
@@ -479,7 +487,8 @@ def _fork_request(control: Path, request: JSONObject) -> int:
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
         connection.settimeout(ACCEPT_TIMEOUT_S)
-        connection.connect(str(control))
+        with short_path(control) as alias:
+            connection.connect(str(alias))
         with connection.makefile("rwb") as channel:
             send_message(channel, request)
             pid = read_message(channel).get("pid")
@@ -508,7 +517,8 @@ def _dispatch(socket_path: Path, invocation: Invocation) -> _Channel:
     channel: _Channel | None = None
     try:
         connection.settimeout(ACCEPT_TIMEOUT_S)
-        connection.connect(str(socket_path))
+        with short_path(socket_path) as alias:
+            connection.connect(str(alias))
         channel = opened = connection.makefile("rwb")
         send_message(opened, invocation.payload())
         reply = read_message(opened)

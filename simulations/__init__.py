@@ -10,7 +10,7 @@ from fedcare.lazy_exports import lazy_exports
 if TYPE_CHECKING:
     from fedcare.simulations.adversaries import Attack
     from fedcare.simulations.scenarios import Scenario, SiteSource, get_scenario
-    from fedcare.simulations.simulate import simulate
+    from fedcare.simulations.simulation import simulate
 
 __all__ = ["Attack", "Scenario", "SiteSource", "get_scenario", "simulate"]
 __getattr__, __dir__ = lazy_exports(
@@ -20,6 +20,6 @@ __getattr__, __dir__ = lazy_exports(
         "Scenario": "fedcare.simulations.scenarios",
         "SiteSource": "fedcare.simulations.scenarios",
         "get_scenario": "fedcare.simulations.scenarios",
-        "simulate": "fedcare.simulations.simulate",
+        "simulate": "fedcare.simulations.simulation",
     },
 )

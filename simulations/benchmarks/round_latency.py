@@ -49,6 +49,7 @@ from fedcare.client.policy import SitePolicy
 from fedcare.config import RunConfig, StrategyName
 from fedcare.privacy.pki import add_site, generate_site_key, init_federation
 from fedcare.server.coordinator import Coordinator
+from fedcare.simulations import simulate
 from fedcare.simulations.benchmarks.stock_app import PIDS_FILE, ROUNDS_FILE, write_app
 from fedcare.simulations.benchmarks.stock_deployment import (
     StockDeployment,
@@ -56,7 +57,6 @@ from fedcare.simulations.benchmarks.stock_deployment import (
     stock_deployment,
 )
 from fedcare.simulations.scenarios import embedded_data_dir
-from fedcare.simulations.simulate import simulate
 
 SITES = ("cleveland", "hungarian", "va")
 SIMULATION = "fedcare in simulation"

@@ -152,7 +152,7 @@ def test_site_delta_policy_is_used_and_default_is_below_one_over_2n(
 
 def test_simulated_site_policies_take_budgets_and_delta() -> None:
     from fedcare.simulations.scenarios import get_scenario
-    from fedcare.simulations.simulate import site_policies
+    from fedcare.simulations.simulation import site_policies
 
     policies = site_policies(DP, get_scenario("heart-disease"), {"va": 0.5}, delta=1e-6)
     assert policies["va"].max_epsilon == 0.5 and policies["cleveland"].max_epsilon == 10.0

@@ -36,3 +36,16 @@ def test_layout_folders_import_as_subpackages() -> None:
         assert module.__file__ is not None and f"/{folder}/__init__.py" in module.__file__.replace(
             "\\", "/"
         )
+
+
+def test_no_exported_name_is_also_a_submodule() -> None:
+    """A package export named like one of the package's own submodules is rebound to that
+    module by the first import of the submodule by its path (``fedcare.simulations.simulate``
+    was both, and a benchmark's import made every later ``from fedcare.simulations import
+    simulate`` return a module). No package may export such a name."""
+    import pkgutil
+
+    for name in PACKAGES:
+        package = importlib.import_module(name)
+        submodules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+        assert not submodules & set(package.__all__), name
