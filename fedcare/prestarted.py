@@ -52,10 +52,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedcare.prestarted")
 
-# A task waits for a worker that is still preloading: a cold start would begin the same imports
-# from zero, competing with it for the CPU (measured on a loaded 2-core host: preloads of 20-50 s,
-# and a 10 s cap sent every such task cold, later than the worker would have been ready). Only a
-# worker not ready this long after its start is taken for hung: killed, and the task starts cold.
+# A task waits while the worker template preloads (a cold start would begin the same imports
+# from zero, competing with it for the CPU: preloads of 20-50 s were measured on a loaded 2-core
+# host). Only a template, or a forked worker, not ready this long after its start is taken for
+# hung: killed, and the task starts cold.
 READY_LIMIT_S = 120.0
 # How long a worker has to confirm it took a task; one that does not is killed before the task
 # starts cold, so a task never runs twice.

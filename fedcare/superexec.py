@@ -193,42 +193,18 @@ class TokenFileExecutor:
         self._flower.close()
 
 
-class PrestartedExecutor:
+class PrestartedExecutor(TokenFileExecutor):
     """A :class:`TokenFileExecutor` whose tasks go to prestarted workers when one is ready.
 
-    Wraps rather than extends the cold executor: capacity rules, token files and cleanup stay
-    its own, and it starts every task no worker took (a worker hung while preloading, one that
+    Capacity rules, token files and cleanup are the cold executor's own (inherited), and it
+    starts every task no worker took (a worker hung while preloading, one that
     did not accept the task, workers switched off), so a task is never lost to the warm path.
     Launch is reached only for approved tasks (:func:`run_executor` checks the FAB hash first),
     whichever path starts them."""
 
-    def __init__(self, cold: TokenFileExecutor, workers: PrestartedWorkers) -> None:
-        self._cold = cold
+    def __init__(self, tokens_dir: Path, workers: PrestartedWorkers) -> None:
+        super().__init__(tokens_dir)
         self.workers = workers
-
-    def get_eligible_capacity(
-        self,
-        supported_task_types: set[TaskType],
-        *,
-        insecure: bool = False,
-        root_certificates_path: str | None = None,
-    ) -> tuple[set[TaskType], set[str]]:
-        return self._cold.get_eligible_capacity(
-            supported_task_types, insecure=insecure, root_certificates_path=root_certificates_path
-        )
-
-    def wait_for_capacity(
-        self,
-        task_type: TaskType | None = None,
-        *,
-        fab_hash: str | None = None,
-        insecure: bool = False,
-        root_certificates_path: str | None = None,
-    ) -> None:
-        self._cold.wait_for_capacity(
-            task_type, fab_hash=fab_hash, insecure=insecure,
-            root_certificates_path=root_certificates_path,
-        )  # fmt: skip
 
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         from flwr.supercore.superexec.executor import LaunchResult
@@ -240,15 +216,15 @@ class PrestartedExecutor:
         if why is None:
             return LaunchResult.accepted()
         log.warning("task %d: cold start (%s)", spec.task_id, why)
-        return self._cold.launch(spec)
+        return super().launch(spec)
 
     def reconcile(self) -> None:
-        self._cold.reconcile()
+        super().reconcile()
         self.workers.reconcile()
 
     def close(self) -> None:
         self.workers.close()
-        self._cold.close()
+        super().close()
 
 
 @dataclass(frozen=True)
@@ -301,13 +277,14 @@ def run_executor(
         RuntimeVersionHttpInterceptor(component_name="SuperExec"),
         SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={ACQUIRE_TASK}),
     )
-    executor: TokenFileExecutor | PrestartedExecutor
-    executor = TokenFileExecutor(settings.state_dir / TOKENS_DIR)
-    if worker_module is not None:  # the first worker starts preloading now
+    tokens = settings.state_dir / TOKENS_DIR
+    if worker_module is None:
+        executor = TokenFileExecutor(tokens)
+    else:  # the template starts preloading now
         workers = PrestartedWorkers(
             settings.state_dir / WORKERS_DIR, worker_module, str(settings.task_type)
         )
-        executor = PrestartedExecutor(executor, workers)
+        executor = PrestartedExecutor(tokens, workers)
 
     class _Plugin(AutoExecPlugin):
         supported_task_types = frozenset({settings.task_type})

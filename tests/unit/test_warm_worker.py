@@ -32,7 +32,7 @@ from flwr.supercore.task_worker_protocol import read_message, send_message
 from fedcare.client.executor import WORKER_MODULE
 from fedcare.prestarted import PrestartedWorkers, Worker
 from fedcare.processes import flower_environment
-from fedcare.superexec import TOKENS_DIR, PrestartedExecutor, TokenFileExecutor
+from fedcare.superexec import TOKENS_DIR, PrestartedExecutor
 
 pytestmark = pytest.mark.slow  # each worker process preloads torch, Opacus and Flower
 READY_TIMEOUT_S = 180.0  # a worker imports torch, Opacus and Flower; CI machines are shared
@@ -232,7 +232,7 @@ def test_without_a_ready_worker_the_task_starts_cold_with_a_token_file(
     monkeypatch.setenv("PATH", flower_environment()["PATH"])  # flwr-clientapp, as a site has
     state = tmp_path / "state"
     workers = PrestartedWorkers(state / "prestarted", "fedcare.no_such_module", "flwr-clientapp")
-    executor = PrestartedExecutor(TokenFileExecutor(state / TOKENS_DIR), workers)
+    executor = PrestartedExecutor(state / TOKENS_DIR, workers)
     token = secrets.token_hex(128)
     try:
         # Execute
