@@ -1,12 +1,12 @@
 """The site's prestarted ClientApp worker: Flower's ``flwr-clientapp``, started before its task.
 
-Flower ships prestarted workers for its Model and AgentApp tasks only; this is the ClientApp
-one, on the same machinery (:mod:`fedcare.prestarted`). The site's executor
-(:mod:`fedcare.client.executor`) starts its template, which imports everything a fedcare
-ClientApp task needs once, while the site waits for work, and forks one single-use worker per
-task; the worker runs exactly one task with Flower's own ``run_clientapp`` (the function
-``flwr-clientapp`` runs), so a task is served by the same code as a cold start: same Runtime API
-calls, same FAB install and app loading, same reply and exit.
+Flower ships prestarted workers for its Model and AgentApp tasks only; this is the ClientApp one, on
+the same machinery (:mod:`fedcare.prestarted`, :mod:`fedcare.worker_template`). The site's executor
+(:mod:`fedcare.client.executor`) starts its template, which imports everything a fedcare ClientApp
+task needs once, while the site waits for work, and forks one single-use worker per task; the worker
+runs exactly one task with Flower's own ``run_clientapp`` (the function ``flwr-clientapp`` runs), so
+a task is served by the same code as a cold start: same Runtime API calls, same FAB install and app
+loading, same reply and exit.
 Only approved tasks reach it: the executor hands over a task only after its FAB hash passed.
 """
 
@@ -16,7 +16,7 @@ import importlib
 import logging
 from collections.abc import Callable
 
-from fedcare.prestarted import RunOnce, worker_main
+from fedcare.worker_template import RunOnce, worker_main
 
 TASK_NAME = "ClientApp"
 # What a fedcare ClientApp task imports, the lazily imported ones included (Opacus for DP-SGD
@@ -66,7 +66,7 @@ def run_once(
     run_clientapp(
         runtime_api_address=runtime_api_address, token=token, insecure=insecure,
         certificates=certificates,
-        parent_pid=None,  # watched since start-up (fedcare.prestarted.watch_parent); a second
+        parent_pid=None,  # watched since start-up (fedcare.worker_template.watch_parent); a second
         # watcher's signal could cut into the exit handlers the first one started
         runtime_dependency_install=False,  # as the executor's cold starts: never at a site
     )  # fmt: skip
