@@ -37,7 +37,7 @@ from fedcare.client.site import SiteIdentity, load_site_data, resolve_site
 from fedcare.errors import DataError
 from fedcare.privacy.errors import LedgerCorruptError
 from fedcare.privacy.ledger_signing import current_head, load_private_key, sign_head
-from fedcare.tasks import get_task
+from fedcare.tasks import SiteData, get_task
 from fedcare.training import evaluate
 from fedcare.weights import load_record
 
@@ -116,17 +116,18 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content.config_records[keys.CONFIG]
     request = RoundRequest.from_record(config)
     global_arrays = msg.content.array_records[keys.ARRAYS]
+    data = load_site_data(request.task, site)  # read once for the evaluation and the training
     evaluation: dict[str, float] = {}
     if bool(config.get(keys.EVALUATE_FIRST, False)):
-        evaluation = _evaluation(request, site, global_arrays)
-    outcome = train_round(request, site, global_arrays.to_torch_state_dict(), str(context.run_id))
+        evaluation = _evaluation(request, data, global_arrays)
+    state = global_arrays.to_torch_state_dict()
+    outcome = train_round(request, site, state, str(context.run_id), data=data)
     return _reply(msg, site, outcome.metrics | evaluation, ArrayRecord(outcome.state))
 
 
-def _evaluation(request: RoundRequest, site: SiteIdentity, arrays: ArrayRecord) -> dict[str, float]:
+def _evaluation(request: RoundRequest, data: SiteData, arrays: ArrayRecord) -> dict[str, float]:
     """Loss, accuracy and AUROC of ``arrays`` on the site's held-out test rows."""
     task = get_task(request.task)
-    data = load_site_data(request.task, site)
     model = task.build_model(request.model, seed=request.seed)
     load_record(model, arrays)
     result = evaluate(model, task.loss(), data.x_test, data.y_test)
@@ -143,7 +144,8 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)
     site = resolve_site(context)
     request = RoundRequest.from_record(msg.content.config_records[keys.CONFIG])
-    metrics = _evaluation(request, site, msg.content.array_records[keys.ARRAYS])
+    data = load_site_data(request.task, site)
+    metrics = _evaluation(request, data, msg.content.array_records[keys.ARRAYS])
     return _reply(msg, site, metrics | {keys.WEIGHT: 1.0}, arrays=None)
 
 

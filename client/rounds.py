@@ -33,7 +33,7 @@ from fedcare.privacy.budget import check_budget, plan_round
 from fedcare.privacy.errors import PrivacyError
 from fedcare.privacy.events import NON_PRIVATE_KIND, PrivacyEvent
 from fedcare.privacy.ledger import PrivacyLedger
-from fedcare.tasks import get_task
+from fedcare.tasks import SiteData, get_task
 from fedcare.training import LocalTrainingPlan, train_local
 
 TRAINING_LOCK_FILE = "training.lock"
@@ -66,15 +66,20 @@ def train_round(
     global_state: dict[str, torch.Tensor],
     run_id: str,
     lock_timeout: float = TRAINING_LOCK_TIMEOUT_S,
+    *,
+    data: SiteData | None = None,
 ) -> TrainOutcome:
-    """Train this round (see module docstring); raises :class:`RoundRefused` to decline."""
+    """Train this round (see module docstring); raises :class:`RoundRefused` to decline.
+    ``data``: the site's split when the caller already loaded it (None: read it here)."""
     with ExitStack() as stack:
         try:
             lock = file_lock(site.state_dir / TRAINING_LOCK_FILE, timeout=lock_timeout)
             stack.enter_context(lock)
         except LockTimeoutError as exc:
             raise RoundRefused(keys.REFUSED_BUSY, f"another round holds the site: {exc}") from None
-        return _train_locked(request, site, global_state, run_id)
+        return _train_locked(
+            request, site, global_state, run_id, data or load_site_data(request.task, site)
+        )
 
 
 def _train_locked(
@@ -82,9 +87,9 @@ def _train_locked(
     site: SiteIdentity,
     global_state: dict[str, torch.Tensor],
     run_id: str,
+    data: SiteData,
 ) -> TrainOutcome:
     task = get_task(request.task)
-    data = load_site_data(request.task, site)
     ledger = PrivacyLedger(site.state_dir)
     history = ledger.read()  # a damaged ledger stops the round here, before any training
     model = task.build_model(request.model, seed=request.seed)

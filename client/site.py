@@ -79,7 +79,7 @@ def resolve_site(context: Context) -> SiteIdentity:
 
 @lru_cache(maxsize=8)
 def load_site_data(task_name: str, site: SiteIdentity) -> SiteData:
-    """The site's preprocessed split, loaded once per process (Ray actors live across rounds)."""
+    """The site's preprocessed split, read and checked from its file at each call."""
     return get_task(task_name).load_site(
         site.name, site.data_path, ignore_columns=site.policy.ignore_columns
     )
