@@ -9,6 +9,7 @@ standardised with its own training statistics only, so no test row leaks into pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,14 @@ SCHEMA = TableSchema(
     min_rows=10,
 )
 RAW_COLUMNS: tuple[str, ...] = SCHEMA.names  # the UCI files' 14 columns, in file order
+# The raw clinical values a released model takes, one named input each (the inference API's
+# inputs, in this order): the columns FLamby keeps, without the label.
+MODEL_INPUTS: tuple[str, ...] = tuple(
+    c for c in RAW_COLUMNS if c not in DROPPED_COLUMNS and c != SCHEMA.label
+)
+INPUT_RULES: dict[str, ColumnRule] = {
+    rule.name: rule for rule in SCHEMA.columns if rule.name in MODEL_INPUTS
+}
 
 
 def read_raw(path: Path, ignore_columns: tuple[str, ...] = ()) -> np.ndarray:
@@ -72,18 +81,31 @@ def read_raw(path: Path, ignore_columns: tuple[str, ...] = ()) -> np.ndarray:
     return read_site_table(path, SCHEMA, ignore_columns)
 
 
+def encode_inputs(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The 13 unscaled features (``FEATURE_NAMES`` order) of rows given as raw columns.
+
+    ``columns`` maps each of ``MODEL_INPUTS`` to one value per row, as the data gate reads
+    them or as the inference API receives them; both paths encode through this function.
+    """
+    features = [np.asarray(columns[name], dtype=np.float64) for name in NUMERIC_FEATURES]
+    for column, levels in ONE_HOT_LEVELS.items():
+        values = np.asarray(columns[column], dtype=np.float64)
+        features.extend((values == level).astype(np.float64) for level in levels)
+    return np.stack(features, axis=1)
+
+
+def complete_rows(raw: np.ndarray) -> np.ndarray:
+    """The rows of a site's raw table (``RAW_COLUMNS`` order) with no missing kept value."""
+    keep = [i for i, c in enumerate(RAW_COLUMNS) if c not in DROPPED_COLUMNS]
+    return raw[~np.isnan(raw[:, keep]).any(axis=1)]
+
+
 def flamby_features(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop FLamby's columns and incomplete rows, one-hot encode; return (X, y) unscaled."""
-    keep = [i for i, c in enumerate(RAW_COLUMNS) if c not in DROPPED_COLUMNS]
-    kept = raw[:, keep]
-    kept_names = [RAW_COLUMNS[i] for i in keep]
-    complete = kept[~np.isnan(kept).any(axis=1)]
-    index = {name: i for i, name in enumerate(kept_names)}
-    columns = [complete[:, index[name]] for name in NUMERIC_FEATURES]
-    for column, levels in ONE_HOT_LEVELS.items():
-        columns.extend((complete[:, index[column]] == level).astype(np.float64) for level in levels)
-    features = np.stack(columns, axis=1)
-    labels = (complete[:, index["num"]] > 0).astype(np.float64)
+    complete = complete_rows(raw)
+    index = {name: i for i, name in enumerate(RAW_COLUMNS)}
+    features = encode_inputs({name: complete[:, index[name]] for name in MODEL_INPUTS})
+    labels = (complete[:, index[SCHEMA.label]] > 0).astype(np.float64)
     return features, labels
 
 
