@@ -262,3 +262,87 @@ def read_registry(folder: Path) -> dict[str, dict[str, str]]:
         return {}
     data: dict[str, dict[str, str]] = json.loads(path.read_text())
     return data
+
+
+RELEASE_KEY, RELEASE_PUB = "owner-release.key", "owner-release.pub"
+RELEASE_CURVE = ec.SECP384R1  # model-signing accepts P-256, P-384 and P-521
+
+
+@dataclass(frozen=True)
+class ReleaseKeys:
+    """Where the owner's release key pair lives: the private key signs bundles, the public key
+    goes to every hospital that verifies or serves them."""
+
+    private_key: Path
+    public_key: Path
+
+
+def generate_release_key(folder: Path, force: bool = False) -> ReleaseKeys:
+    """Create the model owner's release signing key (EC P-384, PEM; private 0600 in a 0700
+    folder). Kept apart from the federation's CA: a release signature says "the owner vouches
+    for this model", not "this host belongs to the federation"."""
+    keys = ReleaseKeys(folder / RELEASE_KEY, folder / RELEASE_PUB)
+    for path in (keys.private_key, keys.public_key):
+        _refuse_overwrite(path, force)
+    key = ec.generate_private_key(RELEASE_CURVE())
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private_dir(folder)
+    _write_private(keys.private_key, _pem_key(key), force)
+    _write_public(keys.public_key, public, force)
+    return keys
+
+
+SERVING_CERT, SERVING_KEY = "serving.crt", "serving.key"
+
+
+def issue_serving_cert(
+    folder: Path, ca_key_path: Path, hosts: list[str], force: bool = False
+) -> tuple[Path, Path]:
+    """A TLS certificate for ``fedcare serve`` (the inference API), signed by the federation CA
+    in ``folder``: hospitals that already hold ``ca.crt`` verify the API with it. The CA key is
+    read once, here (bring it back from offline storage for this step). Returns (cert, key)."""
+    if not hosts:
+        raise ConfigError("pki serving-cert: give at least one --host the API clients connect to")
+    cert_path, key_path = folder / SERVING_CERT, folder / SERVING_KEY
+    for path in (cert_path, key_path):
+        _refuse_overwrite(path, force)
+    try:
+        ca_cert = x509.load_pem_x509_certificate((folder / CA_CERT).read_bytes())
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    except OSError as exc:
+        raise ConfigError(
+            f"{exc.filename}: cannot read it ({exc.strerror}); run 'fedcare pki init' first "
+            "and pass the CA key with --ca-key"
+        ) from None
+    except ValueError:
+        raise ConfigError(f"{ca_key_path}: not an unencrypted PEM private key") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or _raw(ca_key.public_key()) != _raw(
+        ca_cert.public_key()  # type: ignore[arg-type]  # an EC CA: checked by the comparison
+    ):
+        raise ConfigError(f"{ca_key_path}: not the private key of {folder / CA_CERT}")
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys([*hosts, *LOOPBACK_HOSTS]):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(CURVE())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    _write_private(key_path, _pem_key(key), force)
+    _write_public(cert_path, cert.public_bytes(serialization.Encoding.PEM), force)
+    return cert_path, key_path

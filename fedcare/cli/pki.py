@@ -83,3 +83,51 @@ def pki_add_site(
         f"site {name}: public key registered as {registered} (a running coordinator: "
         f"'fedcare coordinator register --dir {folder}'); give the site {folder / 'ca.crt'}"
     )
+
+
+@pki_app.command("release-key")
+def pki_release_key(
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Folder for the owner's release key.", resolve_path=True)
+    ],
+    force: Annotated[bool, typer.Option(help="Replace an existing key.")] = False,
+) -> None:
+    """Create the model owner's release signing key (EC P-384): signs released bundles."""
+    from fedcare.privacy.pki import generate_release_key
+
+    made = run_or_exit(lambda: generate_release_key(folder, force))
+    console.print(
+        f"created {made.private_key} (0600) and {made.public_key}; keep the private key with "
+        f"the model owner only, give {made.public_key} to every hospital that verifies or "
+        "serves a release",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@pki_app.command("serving-cert")
+def pki_serving_cert(
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Coordinator folder (holds ca.crt).", resolve_path=True)
+    ],
+    ca_key: Annotated[
+        Path, typer.Option(help="The CA private key (from offline storage).", resolve_path=True)
+    ],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="Host name or IP API clients connect to (repeat); loopback is added."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing certificate.")] = False,
+) -> None:
+    """Issue a TLS certificate for 'fedcare serve' from the federation's CA."""
+    from fedcare.privacy.pki import issue_serving_cert
+
+    cert, key = run_or_exit(
+        lambda: issue_serving_cert(folder, ca_key, host or ["localhost"], force)
+    )
+    console.print(
+        f"created {cert} and {key} (0600); serve with 'fedcare serve BUNDLE --tls-cert {cert} "
+        f"--tls-key {key} ...'; clients verify it with {folder / 'ca.crt'}",
+        highlight=False,
+        soft_wrap=True,
+    )
