@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,7 +13,11 @@ from fedcare.cli.common import (
     configure_logging,
     console,
     quiet_environment,
+    run_or_exit,
 )
+
+if TYPE_CHECKING:
+    from fedcare.simulations.benchmarks.serving import ServingReport
 
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
 
@@ -113,3 +118,119 @@ def bench_latency(
 
 def _verdict(met: bool) -> str:
     return "met" if met else "not met"
+
+
+@bench_app.command("serve")
+def bench_serve(
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="A signed release to serve (default: an untrained model, signed here).",
+            resolve_path=True,
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="The release's public key (with --bundle).", resolve_path=True),
+    ] = None,
+    seconds: Annotated[float, typer.Option(min=0.1, help="Measured seconds per cell.")] = 4.0,
+    warmup: Annotated[
+        float, typer.Option(min=0.0, help="Seconds of each cell not counted (warm-up).")
+    ] = 1.0,
+    repetitions: Annotated[
+        int, typer.Option(min=1, help="Repetitions of each cell (figures are medians).")
+    ] = 3,
+    concurrency: Annotated[
+        str, typer.Option(help="Comma-separated numbers of concurrent clients.")
+    ] = "1,16",
+    batch: Annotated[str, typer.Option(help="Comma-separated rows per request.")] = "1,64",
+    json_out: Annotated[
+        Path,
+        typer.Option("--json", help="Where to write every figure as JSON.", resolve_path=True),
+    ] = Path("bench-serve.json"),
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to draw requests/s per cell (PNG); none if unset.", resolve_path=True
+        ),
+    ] = None,
+) -> None:
+    """Requests/s and p50/p99 latency of fedcare serve and KServe's own ModelServer serving the
+    same signed release, gRPC and REST, side by side in one run (needs the bench extra)."""
+    quiet_environment()
+    configure_logging(verbose=False)
+    from fedcare.atomic import write_json_atomic
+    from fedcare.errors import ConfigError
+    from fedcare.simulations.benchmarks.serving import KSERVE, run_serving_benchmark
+
+    def measure() -> ServingReport:
+        if (bundle is None) != (key is None):
+            raise ConfigError("bench serve: give --bundle and --key together, or neither")
+        return run_serving_benchmark(
+            bundle,
+            key,
+            seconds=seconds,
+            warmup_s=warmup,
+            repetitions=repetitions,
+            concurrencies=_counts(concurrency, "--concurrency"),
+            batches=_counts(batch, "--batch"),
+            progress=lambda text: console.print(text),
+        )
+
+    started = time.perf_counter()
+    report = run_or_exit(measure)
+    table = Table(
+        title=f"Open Inference Protocol serving, median of {repetitions} x {seconds:g} s per cell "
+        f"({warmup:g} s warm-up left out); one load generator for every row"
+    )
+    columns = ("protocol", "clients", "batch", "server", "req/s", "p50 ms", "p99 ms",
+               "req/s vs KServe", "p99 vs KServe")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("protocol", "server") else "right")
+    cells = dict.fromkeys(row.cell for row in report.rows)
+    for cell in cells:
+        for row in (r for r in report.rows if r.cell == cell):
+            versus = ("", "") if row.server == KSERVE else (
+                f"{report.throughput_ratio(row):.2f}x", f"{report.p99_ratio(row):.2f}x"
+            )  # fmt: skip
+            table.add_row(
+                row.protocol, str(row.concurrency), str(row.batch), row.server,
+                f"{row.requests_per_s:.0f}", f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}", *versus,
+            )  # fmt: skip
+        table.add_section()
+    console.print(table)
+    for server, what in report.settings["rows"].items():
+        console.print(f"{server}: {what}", highlight=False)
+    load = report.settings["load_average_before"]
+    console.print(
+        f"host: {report.settings['cpus']} CPUs shared by the servers and the load generator; "
+        f"load average {load[0]:.2f} before, {report.settings['load_average_after'][0]:.2f} after"
+    )
+    for row in report.rows:
+        if row.server != KSERVE:
+            console.print(
+                f"{row.server}, {row.protocol} {row.concurrency} client(s), batch {row.batch}: "
+                f"{report.throughput_ratio(row):.2f}x KServe's req/s at "
+                f"{report.p99_ratio(row):.2f}x its p99 - goal (>= 1x at <= 1x) "
+                f"{_verdict(report.goal_met(row))}"
+            )
+    write_json_atomic(json_out, report.to_json())
+    console.print(f"figures written to {json_out}")
+    if plot is not None:
+        from fedcare.simulations.benchmarks.serving import plot_report
+
+        plot_report(report, plot)
+        console.print(f"plot written to {plot}")
+    console.print(f"benchmark took {time.perf_counter() - started:.0f} s")
+
+
+def _counts(text: str, option: str) -> tuple[int, ...]:
+    from fedcare.errors import ConfigError
+
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise ConfigError(f"{option} {text!r}: give positive whole numbers separated by commas")
+    return counts
