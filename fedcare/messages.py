@@ -78,6 +78,65 @@ DP_ACCOUNTANT: Final = "dp-accountant"
 # one exchange per round instead of two (fedcare.server.round_loop).
 EVALUATE_FIRST: Final = "evaluate-first"
 
+# --- Cross-site validation and the federation's preprocessing statistics (issue #10) ---------
+# Flower message types ("<category>.<action>"; Flower requires the action to be an identifier,
+# so "feature_stats", not "feature-stats"). Neither is a training round: the allow-lists of
+# train and evaluate replies above do not apply; each query reply has its own below.
+FEATURE_STATS_ACTION: Final = "feature_stats"
+VALIDATE_ACTION: Final = "validate"
+FEATURE_STATS_QUERY: Final = f"query.{FEATURE_STATS_ACTION}"
+VALIDATE_QUERY: Final = f"query.{VALIDATE_ACTION}"
+
+# query.feature_stats: the request's config (CONFIG) carries TASK, MODEL, SEED and optionally
+# FEATURE_STATS_NOISE (σ; the site's default otherwise) and DP_ACCOUNTANT; the reply's METRICS
+# record holds FEATURE_SUMS alone: the site's noised sums (Σu, Σu², n) of its training rows,
+# 2F+1 floats, u = each feature scaled to [0, 1] by the task's public bounds
+# (fedcare.feature_stats). The release is a Gaussian mechanism, recorded in the site's ledger.
+FEATURE_STATS_NOISE: Final = "feature-stats-noise-multiplier"
+FEATURE_SUMS: Final = "feature-sums"
+FEATURE_STATS_METRICS: Final = frozenset({FEATURE_SUMS})
+
+# query.validate: the request carries the candidate's weights (ARRAYS) and, in CONFIG, TASK,
+# MODEL, SEED, the federation's standardisation (PREPROCESSING_MEAN, PREPROCESSING_STD: one
+# float per feature) and the subgroup thresholds (ints; the site raises them to its own floor).
+PREPROCESSING_MEAN: Final = "preprocessing-mean"
+PREPROCESSING_STD: Final = "preprocessing-std"
+MIN_SUBGROUP_PATIENTS: Final = "min-subgroup-patients"
+MIN_SUBGROUP_EVENTS: Final = "min-subgroup-events"
+# The reply's METRICS record: "<cell>/<metric>" for each cell that is not suppressed. A cell is
+# the whole test set or one subgroup; a cell with fewer patients, events or non-events than the
+# thresholds is left out entirely (its absence is the only trace).
+OVERALL_CELL: Final = "all"
+VALIDATION_CELLS: Final = (
+    OVERALL_CELL, "sex=female", "sex=male", "age=<50", "age=50-64", "age=65+",
+)  # fmt: skip
+AUROC: Final = "auroc"
+AUROC_CI_LOW: Final = "auroc-ci-low"  # 95 % stratified bootstrap (scipy.stats.bootstrap)
+AUROC_CI_HIGH: Final = "auroc-ci-high"
+ACCURACY: Final = "accuracy"  # at probability > 0.5, as eval-accuracy
+SENSITIVITY: Final = "sensitivity"
+SPECIFICITY: Final = "specificity"
+BRIER: Final = "brier"
+CALIBRATION_INTERCEPT: Final = "calibration-intercept"  # calibration-in-the-large (offset)
+CALIBRATION_SLOPE: Final = "calibration-slope"  # logistic recalibration on logit(p)
+ECE: Final = "ece"  # expected calibration error, 10 equal-width bins
+PATIENTS: Final = "patients"  # rounded to COUNT_BUCKET, never exact
+EVENTS: Final = "events"  # positive labels, rounded to COUNT_BUCKET, never exact
+VALIDATION_METRICS: Final = (
+    AUROC, AUROC_CI_LOW, AUROC_CI_HIGH, ACCURACY, SENSITIVITY, SPECIFICITY, BRIER,
+    CALIBRATION_INTERCEPT, CALIBRATION_SLOPE, ECE, PATIENTS, EVENTS,
+)  # fmt: skip
+
+
+def validation_key(cell: str, metric: str) -> str:
+    """The reply key of ``metric`` in ``cell`` (e.g. ``sex=female/auroc``)."""
+    return f"{cell}/{metric}"
+
+
+ALLOWED_VALIDATION_METRICS: Final = frozenset(
+    validation_key(cell, metric) for cell in VALIDATION_CELLS for metric in VALIDATION_METRICS
+)
+
 COUNT_BUCKET: Final = 10
 
 

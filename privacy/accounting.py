@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from fedcare.config import AccountantName
 from fedcare.privacy.errors import PrivacyError
 from fedcare.privacy.events import NON_PRIVATE_KIND, PrivacyEvent
@@ -50,7 +52,13 @@ def epsilon_from_events(
     events: Iterable[PrivacyEvent], delta: float, accountant: AccountantName = AccountantName.RDP
 ) -> float:
     """Cumulative ε at ``delta`` of every event (all runs, all rounds); ``inf`` if any release
-    was non-private, ``0`` for an empty ledger."""
+    was non-private, ``0`` for an empty ledger.
+
+    A ``gaussian`` event (one Gaussian mechanism on all rows, noise σ·Δ for L2 sensitivity Δ)
+    is the subsampled Gaussian with sampling rate 1 and one step: the accountants compose it
+    with the DP-SGD rounds exactly as that (its RDP curve is the Gaussian mechanism's own,
+    order / (2σ²)).
+    """
     history: list[tuple[float, float, int]] = []
     for event in events:
         if event.kind == NON_PRIVATE_KIND or event.noise_multiplier == 0.0:
@@ -61,7 +69,10 @@ def epsilon_from_events(
         return 0.0
     engine = _accountant(accountant)
     engine.history = history
-    return float(engine.get_epsilon(delta=delta))
+    # PRV at sample rate 1 (a gaussian event) takes log(1 - q) = -inf on its way to the right
+    # answer (the Gaussian mechanism's PRV); numpy's divide-by-zero warning there is noise.
+    with np.errstate(divide="ignore"):
+        return float(engine.get_epsilon(delta=delta))
 
 
 def calibrate_noise_multiplier(

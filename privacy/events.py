@@ -14,14 +14,21 @@ from fedcare.errors import FedcareError
 
 EVENT_KIND = "dp-sgd"
 NON_PRIVATE_KIND = "non-private"
+# One release of a Gaussian mechanism on the whole dataset (the federation's preprocessing
+# statistics, fedcare.feature_stats): noise multiplier σ = noise std / L2 sensitivity, recorded
+# as sample rate 1 and one step, which is exactly how the accountants analyse it.
+GAUSSIAN_KIND = "gaussian"
 
 
 @dataclass(frozen=True)
 class PrivacyEvent:
-    """One round of local training whose result left (or was about to leave) the site.
+    """One noisy release that left (or was about to leave) the site.
 
-    ``kind == "non-private"`` records a release without DP noise: its epsilon is infinite, so
-    a ledger that holds one can never be reported as private.
+    ``kind == "dp-sgd"``: one round of local DP-SGD training. ``kind == "non-private"`` records
+    a release without DP noise: its epsilon is infinite, so a ledger that holds one can never be
+    reported as private. ``kind == "gaussian"``: one Gaussian mechanism on all the site's rows
+    (``sample_rate`` 1, ``steps`` 1, ``max_grad_norm`` holds the L2 sensitivity); anything else
+    would be accounted as a different mechanism from the one that ran, so it is refused.
     """
 
     run_id: str
@@ -35,8 +42,14 @@ class PrivacyEvent:
     kind: str = EVENT_KIND
 
     def __post_init__(self) -> None:
-        if self.kind not in (EVENT_KIND, NON_PRIVATE_KIND):
+        if self.kind not in (EVENT_KIND, NON_PRIVATE_KIND, GAUSSIAN_KIND):
             raise FedcareError(f"privacy event kind {self.kind!r} is unknown")
+        if self.kind == GAUSSIAN_KIND and (
+            self.sample_rate != 1.0 or self.steps != 1 or self.noise_multiplier <= 0
+        ):
+            raise FedcareError(
+                f"a gaussian privacy event needs sample_rate 1, steps 1 and noise > 0: {self}"
+            )
         if self.steps < 0 or not 0.0 <= self.sample_rate <= 1.0 or self.noise_multiplier < 0:
             raise FedcareError(f"privacy event out of range: {self}")
 

@@ -6,6 +6,7 @@ the same name, and a site turns its own raw file into tensors the same way as ev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -39,11 +40,32 @@ class SiteData:
         return int(self.x_test.shape[0])
 
 
+@dataclass(frozen=True)
+class LabelledRows:
+    """Rows as raw clinical values (one array per model input) with their 0/1 labels.
+
+    What a released model and a validation see: the unscaled inputs, before any site's or the
+    federation's standardisation. Never leaves the site.
+    """
+
+    columns: Mapping[str, npt.NDArray[np.float64]]
+    labels: npt.NDArray[np.float64]
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, index: npt.NDArray[np.intp]) -> LabelledRows:
+        """The rows at ``index``, in that order."""
+        return LabelledRows({k: v[index] for k, v in self.columns.items()}, self.labels[index])
+
+
 class Task(Protocol):
     """A clinical prediction task (see module docstring)."""
 
     name: str
     n_features: int
+    feature_names: tuple[str, ...]
 
     def load_site(self, site: str, path: Path, ignore_columns: tuple[str, ...] = ()) -> SiteData:
         """Read, validate, preprocess and split one site's raw data file.
@@ -59,4 +81,31 @@ class Task(Protocol):
 
     def loss(self) -> nn.Module:
         """Training loss on the model's raw outputs (logits)."""
+        ...
+
+    def feature_bounds(self) -> tuple[tuple[float, float], ...]:
+        """Public (data-independent) range of each unscaled feature, in feature order.
+
+        From the task's schema; what bounds the sensitivity of the preprocessing statistics.
+        """
+        ...
+
+    def encode(self, columns: Mapping[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+        """The unscaled features of rows given as raw columns (one array per model input)."""
+        ...
+
+    def read_labelled(self, path: Path, ignore_columns: tuple[str, ...] = ()) -> LabelledRows:
+        """Every complete row of a file (through the data gate), raw values and labels."""
+        ...
+
+    def split_labelled(
+        self, site: str, path: Path, ignore_columns: tuple[str, ...] = ()
+    ) -> tuple[LabelledRows, LabelledRows]:
+        """The site's training and test rows, unscaled: the same split as :meth:`load_site`."""
+        ...
+
+    def subgroups(
+        self, columns: Mapping[str, npt.NDArray[np.float64]]
+    ) -> dict[str, npt.NDArray[np.bool_]]:
+        """Subgroup name (one of ``fedcare.messages.VALIDATION_CELLS``) -> row mask."""
         ...

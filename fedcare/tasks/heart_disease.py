@@ -19,7 +19,7 @@ from torch import nn
 
 from fedcare.datagate import ColumnRule, TableSchema, read_site_table
 from fedcare.errors import DataError
-from fedcare.tasks.base import FloatArray, ModelName, SiteData
+from fedcare.tasks.base import FloatArray, LabelledRows, ModelName, SiteData
 
 DROPPED_COLUMNS: tuple[str, ...] = ("slope", "ca", "thal")
 NUMERIC_FEATURES: tuple[str, ...] = (
@@ -69,6 +69,42 @@ MODEL_INPUTS: tuple[str, ...] = tuple(
 INPUT_RULES: dict[str, ColumnRule] = {
     rule.name: rule for rule in SCHEMA.columns if rule.name in MODEL_INPUTS
 }
+
+
+def feature_bounds() -> tuple[tuple[float, float], ...]:
+    """Each feature's public range (``FEATURE_NAMES`` order): the data gate's limits, the age's
+    top code (the gate refuses anything above it), and [0, 1] for a one-hot level."""
+    bounds: list[tuple[float, float]] = []
+    for name in NUMERIC_FEATURES:
+        rule = INPUT_RULES[name]
+        top = rule.maximum if rule.top_code is None else min(rule.maximum, rule.top_code)
+        bounds.append((float(rule.minimum), float(top)))
+    bounds.extend((0.0, 1.0) for levels in ONE_HOT_LEVELS.values() for _ in levels)
+    return tuple(bounds)
+
+
+# Subgroups a validation reports (sex as coded in the UCI files: 0 female, 1 male); the names
+# are fedcare.messages.VALIDATION_CELLS.
+AGE_BANDS: tuple[tuple[str, float, float], ...] = (
+    ("age=<50", -np.inf, 50.0), ("age=50-64", 50.0, 65.0), ("age=65+", 65.0, np.inf),
+)  # fmt: skip
+
+
+def subgroups(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Row masks of each subgroup (sex, age band) of rows given as raw columns."""
+    sex = np.asarray(columns["sex"], dtype=np.float64)
+    age = np.asarray(columns["age"], dtype=np.float64)
+    masks = {"sex=female": sex == 0, "sex=male": sex == 1}
+    masks.update({name: (age >= low) & (age < high) for name, low, high in AGE_BANDS})
+    return masks
+
+
+def labelled_rows(raw: np.ndarray) -> LabelledRows:
+    """The complete rows of a raw table as model inputs and labels (``num > 0``)."""
+    complete = complete_rows(raw)
+    index = {name: i for i, name in enumerate(RAW_COLUMNS)}
+    columns = {name: complete[:, index[name]].astype(np.float64) for name in MODEL_INPUTS}
+    return LabelledRows(columns, (complete[:, index[SCHEMA.label]] > 0).astype(np.float64))
 
 
 def read_raw(path: Path, ignore_columns: tuple[str, ...] = ()) -> np.ndarray:
@@ -140,6 +176,7 @@ class HeartDiseaseTask:
 
     name = "heart-disease"
     n_features = len(FEATURE_NAMES)
+    feature_names = FEATURE_NAMES
 
     def load_site(self, site: str, path: Path, ignore_columns: tuple[str, ...] = ()) -> SiteData:
         features, labels = flamby_features(read_raw(path, ignore_columns))
@@ -158,6 +195,30 @@ class HeartDiseaseTask:
             y_test=labels[test_idx].astype(np.float32),
             feature_names=FEATURE_NAMES,
         )
+
+    def feature_bounds(self) -> tuple[tuple[float, float], ...]:
+        return feature_bounds()
+
+    def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        return encode_inputs(columns)
+
+    def read_labelled(self, path: Path, ignore_columns: tuple[str, ...] = ()) -> LabelledRows:
+        return labelled_rows(read_raw(path, ignore_columns))
+
+    def split_labelled(
+        self, site: str, path: Path, ignore_columns: tuple[str, ...] = ()
+    ) -> tuple[LabelledRows, LabelledRows]:
+        rows = self.read_labelled(path, ignore_columns)
+        if rows.n < 2 or np.unique(rows.labels).size < 2:
+            raise DataError(
+                f"{path}: site '{site}' needs complete rows of both classes; "
+                f"found {rows.n} complete row(s)"
+            )
+        train_idx, test_idx = split_indices(rows.labels)
+        return rows.take(train_idx), rows.take(test_idx)
+
+    def subgroups(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return subgroups(columns)
 
     def build_model(self, model: ModelName, seed: int) -> nn.Module:
         generator_state = torch.random.get_rng_state()
