@@ -3,8 +3,13 @@
 It trains or evaluates on the site's own records and replies with weights and the allow-listed
 metrics of :mod:`fedcare.messages` only; records, predictions and exact counts never leave. A
 round the site declines gets a Flower error reply carrying only an allow-listed reason. Every
-train and evaluate reply of a deployed site also carries its ledger head, signed with the site
-key (:mod:`fedcare.privacy.ledger_signing`), so the coordinator sees a ledger that went back.
+reply of a deployed site also carries its ledger head, signed with the site key
+(:mod:`fedcare.privacy.ledger_signing`), so the coordinator sees a ledger that went back.
+
+Two queries serve cross-site validation (:mod:`fedcare.client.validation`):
+``query.feature_stats`` sends the site's noised feature sums (a privacy event, in the ledger
+before the reply leaves), ``query.validate`` the aggregate report of a candidate model on the
+site's test rows. Each reply has its own allow-list; neither carries arrays.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ from fedcare.client.request import RoundRequest
 from fedcare.client.rounds import RoundRefused, train_round
 from fedcare.client.secure_aggregation import secure_aggregation_mod
 from fedcare.client.site import SiteIdentity, load_site_data, resolve_site
+from fedcare.client.validation import (
+    FeatureStatsRequest,
+    ValidationRequest,
+    release_feature_sums,
+    validate_candidate,
+)
 from fedcare.errors import DataError
 from fedcare.privacy.errors import LedgerCorruptError
 from fedcare.privacy.ledger_signing import current_head, load_private_key, sign_head
@@ -45,9 +56,13 @@ log = logging.getLogger(__name__)
 
 
 def _reply(
-    msg: Message, site: SiteIdentity, metrics: dict[str, float], arrays: ArrayRecord | None
+    msg: Message,
+    site: SiteIdentity,
+    metrics: dict[str, float] | dict[str, list[float]],
+    arrays: ArrayRecord | None,
+    allowed: frozenset[str] = keys.ALLOWED_METRICS,
 ) -> Message:
-    unexpected = set(metrics) - keys.ALLOWED_METRICS
+    unexpected = set(metrics) - allowed
     if unexpected:  # a programming error, never a reason to release anything
         raise RuntimeError(f"metric(s) {sorted(unexpected)} are not on the site's allow-list")
     content = RecordDict(
@@ -149,6 +164,25 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     return _reply(msg, site, metrics | {keys.WEIGHT: 1.0}, arrays=None)
 
 
+@site_guarded
+def feature_stats(msg: Message, context: Context) -> Message:
+    """Send the site's noised feature sums of its training rows (a recorded privacy release)."""
+    site = resolve_site(context)
+    request = FeatureStatsRequest.from_record(msg.content.config_records[keys.CONFIG])
+    sums = release_feature_sums(request, site, str(context.run_id))
+    return _reply(msg, site, {keys.FEATURE_SUMS: sums}, None, keys.FEATURE_STATS_METRICS)
+
+
+@site_guarded
+def validate(msg: Message, context: Context) -> Message:
+    """Send the aggregate validation report of the candidate on the site's test rows."""
+    torch.set_num_threads(1)
+    site = resolve_site(context)
+    request = ValidationRequest.from_record(msg.content.config_records[keys.CONFIG])
+    report = validate_candidate(request, site, msg.content.array_records[keys.ARRAYS])
+    return _reply(msg, site, report, None, keys.ALLOWED_VALIDATION_METRICS)
+
+
 def build_client_app(train_mods: Sequence[Mod] = ()) -> ClientApp:
     """The site's ClientApp: every reply audited; train requests may run under SecAgg+.
 
@@ -158,6 +192,8 @@ def build_client_app(train_mods: Sequence[Mod] = ()) -> ClientApp:
     client = ClientApp(mods=[audit_mod])
     client.train(mods=[secure_aggregation_mod, *train_mods])(train)
     client.evaluate()(evaluate_global)
+    client.query(keys.FEATURE_STATS_ACTION)(feature_stats)
+    client.query(keys.VALIDATE_ACTION)(validate)
     return client
 
 

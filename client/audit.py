@@ -1,9 +1,10 @@
 """The site's audit log: every message the site sends, recorded before it leaves.
 
 A Flower ClientApp mod, so it sees the exact reply Flower will transmit: message type, round,
-each array's record, name, shape and dtype, each metric's name and value, config records (bytes,
-such as SecAgg+ keys and masked vectors, by size and sha256), the SecAgg+ stage, the error
-category of a refusal, and the sha256 of the payload. Entries are hash-chained
+each array's record, name, shape and dtype, each metric's name and value (every value of a
+list-valued metric, such as the noised feature sums of ``query.feature_stats``), config
+records (bytes, such as SecAgg+ keys and masked vectors, by size and sha256), the SecAgg+
+stage, the error category of a refusal, and the sha256 of the payload. Entries are hash-chained
 (:mod:`fedcare.chained_log`), so a removed or edited line is detected by
 ``fedcare site audit --verify``. If the entry cannot be written, nothing is sent.
 """
@@ -55,7 +56,7 @@ def describe(reply: Message) -> dict[str, Any]:
                 }
             )
     metrics = {
-        record_name: {name: float(value) for name, value in sorted(record.items())}  # type: ignore[arg-type]
+        record_name: {name: _metric_value(value) for name, value in sorted(record.items())}
         for record_name, record in sorted(reply.content.metric_records.items())
     }
     configs: dict[str, dict[str, Any]] = {}
@@ -69,7 +70,7 @@ def describe(reply: Message) -> dict[str, Any]:
     return {
         "kind": "reply",
         "arrays": arrays,
-        "metrics": {k: {n: _json_float(v) for n, v in m.items()} for k, m in metrics.items()},
+        "metrics": {k: {n: _json_metric(v) for n, v in m.items()} for k, m in metrics.items()},
         "configs": configs,
         "payload_sha256": digest.hexdigest(),
     }
@@ -117,8 +118,19 @@ def _config_value(value: object) -> object:
     return str(value)
 
 
+def _metric_value(value: object) -> float | list[float]:
+    """A metric as sent: one number, or every number of a list (the noised feature sums)."""
+    if isinstance(value, list):
+        return [float(v) for v in value]
+    return float(value)  # type: ignore[arg-type]
+
+
 def _json_float(value: float) -> float | str:
     return value if np.isfinite(value) else str(value)  # NaN/inf as text: strict JSON
+
+
+def _json_metric(value: float | list[float]) -> float | str | list[float | str]:
+    return [_json_float(v) for v in value] if isinstance(value, list) else _json_float(value)
 
 
 def _secure_aggregation_stage(msg: Message) -> str | None:
