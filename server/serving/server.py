@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import grpc
@@ -19,6 +21,21 @@ from fedcare.server.serving.protocol import ServingState
 from fedcare.server.serving.rest_api import build_app
 
 DEFAULT_MAX_BATCH = 1024
+
+
+def _stoppable_server(config: Any) -> Any:
+    """A uvicorn server that ends on SIGINT/SIGTERM by returning, so ``fedcare serve`` stops its
+    gRPC server too and exits 0 (uvicorn itself re-raises the signal after its shutdown, which
+    kills the process before anything after ``run`` can happen)."""
+    import uvicorn
+
+    class StopOnSignal(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C: do not wait for open connections
+            self.should_exit = True
+
+    return StopOnSignal(config)
 
 
 @dataclass
@@ -119,6 +136,7 @@ def prepare(
         log_level="warning",
         access_log=False,
         lifespan="off",
+        timeout_graceful_shutdown=2,  # keep-alive clients must not hold a stop for long
     )
     return Serving(
         state,
@@ -126,7 +144,7 @@ def prepare(
         bound,
         http_socket.getsockname()[1],
         grpc_server,
-        uvicorn.Server(config),
+        _stoppable_server(config),
         http_socket,
     )
 
