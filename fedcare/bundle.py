@@ -194,9 +194,10 @@ def verify_bundle(path: Path, public_key: Path) -> dict[str, str]:
             what = "unsigned" if name == SIGNATURE_FILE else "incomplete"
             raise BundleError(f"{path}: {what} bundle, {name} is missing; refuse to use it")
     try:
-        return verify_directory(path, public_key)
+        digests: dict[str, str] = verify_directory(path, public_key)
     except SignatureError as exc:
         raise BundleError(str(exc)) from None
+    return digests
 
 
 def load_bundle(path: Path, public_key: Path) -> ReleasedModel:

@@ -40,8 +40,9 @@ class SignatureError(FedcareError):
 def _hashing_config() -> object:
     from model_signing import hashing
 
-    return hashing.Config().use_file_serialization(
-        hashing_algorithm="sha256", allow_symlinks=False, ignore_paths=[SIGNATURE_FILE]
+    config = hashing.Config()  # type: ignore[no-untyped-call]  # model-signing: no annotations
+    return config.use_file_serialization(
+        hashing_algorithm="sha256", allow_symlinks=False, ignore_paths=[Path(SIGNATURE_FILE)]
     )
 
 
@@ -51,7 +52,9 @@ def sign_directory(folder: Path, private_key: Path) -> Path:
 
     signature = folder / SIGNATURE_FILE
     try:
-        config = signing.Config().use_elliptic_key_signer(private_key=private_key)
+        config = signing.Config().use_elliptic_key_signer(  # type: ignore[no-untyped-call]
+            private_key=private_key
+        )
     except OSError as exc:
         raise SignatureError(
             f"{private_key}: cannot read the release key ({exc.strerror})"
@@ -80,7 +83,9 @@ def verify_directory(folder: Path, public_key: Path) -> dict[str, str]:
     if not signature.is_file():
         raise SignatureError(f"{folder}: unsigned (no {SIGNATURE_FILE}); refuse to use it")
     try:
-        config = verifying.Config().use_elliptic_key_verifier(public_key=public_key)
+        config = verifying.Config().use_elliptic_key_verifier(  # type: ignore[no-untyped-call]
+            public_key=public_key
+        )
     except OSError as exc:
         raise SignatureError(f"{public_key}: cannot read the public key ({exc.strerror})") from None
     except (ValueError, TypeError):

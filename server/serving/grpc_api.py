@@ -49,7 +49,7 @@ _CONTENTS_FIELD = {
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]  # generated
     """The six RPCs of the protocol, on one :class:`ServingState`."""
 
     def __init__(self, state: ServingState) -> None:

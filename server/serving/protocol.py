@@ -73,7 +73,7 @@ class ServingState:
             )
 
     def authenticate(self, header: str | None) -> str:
-        name = self.keys.name_of_header(header)
+        name: str | None = self.keys.name_of_header(header)
         if name is None:
             reason = "missing" if not header else "not valid"
             raise Unauthenticated(f"API key {reason}; send 'Authorization: Bearer TOKEN'")
