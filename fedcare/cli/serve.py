@@ -49,15 +49,19 @@ def serve_start(
     ],
     keys: KeysOption,
     tls_cert: Annotated[
-        Path, typer.Option(help="TLS certificate (PEM), e.g. from 'fedcare pki serving-cert'.")
+        Path,
+        typer.Option(
+            help="TLS certificate (PEM), e.g. from 'fedcare pki serving-cert'.", resolve_path=True
+        ),
     ],
-    tls_key: Annotated[Path, typer.Option(help="TLS private key (PEM).")],
+    tls_key: Annotated[Path, typer.Option(help="TLS private key (PEM).", resolve_path=True)],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     grpc_port: Annotated[int, typer.Option(help="gRPC port (0: any free port).")] = 8081,
     http_port: Annotated[int, typer.Option(help="REST port (0: any free port).")] = 8080,
     max_batch: Annotated[int, typer.Option(help="Most rows one request may hold.")] = 1024,
     access_log: Annotated[
-        Path | None, typer.Option(help="Append the access log here (default: stderr).")
+        Path | None,
+        typer.Option(help="Append the access log here (default: stderr).", resolve_path=True),
     ] = None,
 ) -> None:
     """Verify BUNDLE with --key and serve it until interrupted; refuses a bad signature."""
