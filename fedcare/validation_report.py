@@ -147,6 +147,8 @@ def validation_report(
 ) -> dict[str, float]:
     """The report: ``{"<cell>/<metric>": value}`` for the whole set (cell ``all``) and each
     subgroup (name -> row mask) large enough to report; a smaller cell is absent altogether."""
+    if min_events < 2:  # the bootstrap resamples each class; one row is not a sample
+        raise ValueError(f"min_events must be at least 2, got {min_events}")
     y = np.asarray(y_true, dtype=np.float64).reshape(-1)
     p = np.asarray(probability, dtype=np.float64).reshape(-1)
     if y.shape != p.shape or not np.isin(y, (0.0, 1.0)).all():

@@ -155,3 +155,10 @@ def test_malformed_inputs_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         validation_report(y, p, subgroups)
+
+
+def test_a_one_row_class_cannot_be_a_cell() -> None:
+    # One non-event would make the specificity that patient's prediction; the bootstrap also
+    # needs two rows of each class.
+    with pytest.raises(ValueError, match="min_events must be at least 2"):
+        validation_report([0, 1, 1], [0.2, 0.3, 0.9], {}, min_patients=1, min_events=1)
