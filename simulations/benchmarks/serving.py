@@ -44,7 +44,7 @@ from fedcare.processes import Daemon, free_port
 
 HOST = "127.0.0.1"
 FEDCARE = "fedcare serve (TLS + API key)"
-KSERVE = "KServe ModelServer (reference; no TLS, no auth)"
+KSERVE = "KServe ModelServer (reference)"
 PROTOCOLS = ("grpc", "rest")
 START_TIMEOUT_S = 120.0
 DATATYPE = "FP32"
@@ -476,7 +476,8 @@ def plot_report(report: ServingReport, path: Path) -> None:
             )  # fmt: skip
     axes.set_xticks(range(len(cells)), [f"{p} c={c} b={b}" for p, c, b in cells], fontsize=7)
     axes.set_ylabel("requests/s (median; p99 ms above each bar)")
-    axes.legend(fontsize=7)
+    axes.set_ylim(top=axes.get_ylim()[1] * 1.15)  # room for the legend above the bars
+    axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
