@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from fedcare.cli.common import (
     console,
@@ -13,6 +14,7 @@ from fedcare.cli.common import (
     quiet_environment,
     run_or_exit,
 )
+from fedcare.messages import COUNT_BUCKET, VALIDATION_CELLS
 
 site_app = typer.Typer(help="The hospital site: check data, run the daemon.", no_args_is_help=True)
 
@@ -48,6 +50,109 @@ def site_check(
         f"{data}: passes the {task} data gate; {loaded.n_train} training and {loaded.n_test} "
         f"test rows after preprocessing, {loaded.x_train.shape[1]} features"
     )
+
+
+@site_app.command("validate")
+def site_validate(
+    bundle: Annotated[
+        Path, typer.Option("--bundle", help="The release bundle folder.", resolve_path=True)
+    ],
+    key: Annotated[
+        Path,
+        typer.Option("--key", help="The model owner's owner-release.pub.", resolve_path=True),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="This site's labelled CSV or Parquet file; every complete row is scored.",
+            resolve_path=True,
+        ),
+    ],
+    min_patients: Annotated[
+        int, typer.Option(min=1, help="Smallest cell (subgroup) reported, in patients.")
+    ] = 20,
+    min_events: Annotated[
+        int, typer.Option(min=2, help="Smallest cell reported, in events and in non-events.")
+    ] = 5,
+    ignore_column: Annotated[
+        list[str] | None,
+        typer.Option(help="An extra column of the export that is never read (repeatable)."),
+    ] = None,
+) -> None:
+    """Score a signed release on this site's own data and print its validation report.
+
+    Offline: the bundle's signature is checked with the owner's key, the file goes through the
+    data gate, and nothing is sent anywhere. The report is the one a site sends in a cross-site
+    validation (same metrics, same subgroups, same suppression of small cells).
+    """
+    from fedcare.bundle import InvalidInput, load_bundle
+    from fedcare.client.policy import SitePolicy
+    from fedcare.errors import DataError
+    from fedcare.tasks import get_task
+    from fedcare.validation_report import suppressed_cells, validation_report
+
+    def score() -> tuple[Any, dict[str, float], int]:
+        released = load_bundle(bundle, key)
+        task = get_task(released.task)
+        policy = SitePolicy(ignore_columns=tuple(ignore_column or ()))
+        rows = task.read_labelled(data, policy.ignore_columns)
+        try:
+            probability = released.predict_proba(rows.columns)
+        except InvalidInput as exc:
+            raise DataError(f"{data}: {exc}; the release refuses this file") from None
+        groups = task.subgroups(rows.columns)
+        return (
+            released,
+            validation_report(rows.labels, probability, groups, min_patients, min_events),
+            rows.n,
+        )
+
+    released, report, n = run_or_exit(score)
+    console.print(_validation_table(report, f"{released.name} {released.version} on {data.name}"))
+    left_out = suppressed_cells(report, VALIDATION_CELLS)
+    if left_out:
+        console.print(
+            f"not reported (fewer than {min_patients} patients, or {min_events} events or "
+            f"non-events): {', '.join(left_out)}",
+            highlight=False,
+        )
+    console.print(
+        f"{n} complete rows scored at this site; counts rounded to {COUNT_BUCKET}; "
+        "nothing was sent",
+        highlight=False,
+    )
+
+
+def _validation_table(report: dict[str, float], title: str) -> Table:
+    """One row per reported cell: the validation metrics a site sends, formatted."""
+    from rich import box
+
+    from fedcare import messages as keys
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = (
+        ("AUROC", keys.AUROC), ("acc", keys.ACCURACY), ("sens", keys.SENSITIVITY),
+        ("spec", keys.SPECIFICITY), ("Brier", keys.BRIER),
+        ("cal int", keys.CALIBRATION_INTERCEPT), ("cal slope", keys.CALIBRATION_SLOPE),
+        ("ECE", keys.ECE),
+    )  # fmt: skip
+    table.add_column("cell", no_wrap=True)
+    table.add_column(columns[0][0], justify="right")
+    table.add_column("95% CI", justify="right", no_wrap=True)
+    for header, _ in columns[1:]:
+        table.add_column(header, justify="right")
+    table.add_column("patients", justify="right")
+    table.add_column("events", justify="right")
+    for cell in keys.VALIDATION_CELLS:
+        if keys.validation_key(cell, keys.AUROC) not in report:
+            continue  # suppressed
+        value = {m: report[keys.validation_key(cell, m)] for m in keys.VALIDATION_METRICS}
+        interval = f"{value[keys.AUROC_CI_LOW]:.2f}-{value[keys.AUROC_CI_HIGH]:.2f}"
+        numbers = [f"{value[metric]:.2f}" for _, metric in columns]
+        counts = [f"~{value[keys.PATIENTS]:.0f}", f"~{value[keys.EVENTS]:.0f}"]
+        table.add_row(cell, numbers[0], interval, *numbers[1:], *counts)
+    return table
 
 
 @site_app.command("audit")
