@@ -34,12 +34,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedcare.errors import FedcareError
+from fedcare.errors import ConfigError, FedcareError
 from fedcare.processes import Daemon, free_port
 
 HOST = "127.0.0.1"
@@ -48,6 +49,7 @@ KSERVE = "KServe ModelServer (reference)"
 PROTOCOLS = ("grpc", "rest")
 START_TIMEOUT_S = 120.0
 DATATYPE = "FP32"
+BENCH_MODULES = ("kserve", "aiohttp")
 LOAD_MODULE = "fedcare.simulations.benchmarks.serving_load"
 
 
@@ -153,6 +155,17 @@ class ServingReport:
                 }
             rows.append(record)
         return {"settings": self.settings, "rows": rows}
+
+
+def require_bench_extra() -> None:
+    """Refuse at once, naming the fix, when the bench extra is missing (KServe is the reference
+    row; the load generator needs its stubs and aiohttp) rather than after a server start."""
+    missing = [name for name in BENCH_MODULES if find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"bench serve: {', '.join(missing)} not installed; install the bench extra: "
+            "pip install 'fedcare[bench]'"
+        )
 
 
 def benchmark_bundle(folder: Path) -> tuple[Path, Path]:
@@ -403,6 +416,7 @@ def run_serving_benchmark(
 ) -> ServingReport:
     """Start every server on the same release (``bundle``, or :func:`benchmark_bundle`'s), run
     every cell through one load generator, return the medians."""
+    require_bench_extra()
     load_before = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="fedcare-bench-serve-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)

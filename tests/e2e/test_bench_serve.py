@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedcare.cli import app
+from fedcare.errors import ConfigError
 from fedcare.simulations.benchmarks import serving
 from fedcare.simulations.benchmarks.serving import (
     FEDCARE,
@@ -29,6 +30,7 @@ from fedcare.simulations.benchmarks.serving import (
     check_same_model,
     collect_rows,
     plan_cells,
+    require_bench_extra,
 )
 
 CONCURRENCIES = (1, 16)
@@ -140,3 +142,13 @@ def test_rows_that_answer_differently_do_not_serve_the_same_model(other: float) 
     else:
         with pytest.raises(ServingBenchmarkError, match="not serve the same model"):
             check()
+
+
+def test_without_the_bench_extra_it_refuses_at_once_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_bench_extra()  # installed with the test extra
+    real = serving.find_spec
+    monkeypatch.setattr(serving, "find_spec", lambda name: None if name == "kserve" else real(name))
+    with pytest.raises(ConfigError, match=r"kserve not installed.*pip install 'fedcare\[bench\]'"):
+        require_bench_extra()
