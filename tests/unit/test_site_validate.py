@@ -139,3 +139,38 @@ def test_a_release_signed_by_another_key_is_refused(
     )  # fmt: skip
     assert result.returncode != 0 and result.stdout == ""
     assert result.stderr.startswith("error:") and result.stderr.strip().count("\n") == 0
+
+
+def test_a_site_validating_scores_exactly_as_the_released_model_serves(
+    tmp_path: Path, release: tuple[Path, ReleaseKeys], site_paths: dict[str, Path]
+) -> None:
+    # Prepare: the release's weights and statistics, sent as a query.validate would send them.
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from fedcare import messages as keys
+    from fedcare.client.site import resolve_site
+    from fedcare.client.validation import ValidationRequest, score_test_rows
+    from tests.flower_harness import site_context
+
+    bundle, owner = release
+    released = load_bundle(bundle, owner.public_key)
+    request = ValidationRequest.from_record(
+        ConfigRecord(
+            {
+                keys.TASK: released.task, keys.MODEL: released.model_name,
+                keys.SEED: int(released.preprocessing["seed"]),
+                keys.PREPROCESSING_MEAN: [float(v) for v in released.mean],
+                keys.PREPROCESSING_STD: [float(v) for v in released.std],
+                keys.MIN_SUBGROUP_PATIENTS: 20, keys.MIN_SUBGROUP_EVENTS: 5,
+            }
+        )
+    )  # fmt: skip
+    site = resolve_site(site_context("va", site_paths["va"], tmp_path))
+    arrays = ArrayRecord(released.module.state_dict())
+
+    # Execute
+    _, probability, _ = score_test_rows(request, site, arrays)
+    _, test = get_task("heart-disease").split_labelled("va", site_paths["va"])
+
+    # Assert: the site's validation and the API give the same probabilities for the same rows.
+    assert np.allclose(probability, released.predict_proba(test.columns), atol=1e-6)
