@@ -11,11 +11,16 @@ mechanism with noise multiplier σ, recorded in the site's privacy ledger before
 mean and a standard deviation per feature (:func:`combine`).
 
 Cost and precision. The default σ = 4 costs ε ≈ 1.01 at δ = 1e-5 under the RDP accountant
-(0.94 under PRV), composed with the site's training in its ledger. On the embedded federation's
-486 training rows the noised means land within about a fifth of a standard deviation of the
-pooled truth, but the variances of the wide-ranged continuous features (age, blood pressure,
-cholesterol, heart rate, ST depression) are dominated by the noise: their standard deviations
-can be off by a factor of two or more. The bounds below keep every standard deviation positive.
+(0.94 under PRV), composed with the site's training in its ledger. It is not precise on a
+federation as small as the embedded one (486 training rows over four sites), measured over 300
+releases: the binary and one-hot features come out well (means within about 0.15 of their
+standard deviation, scales within a few percent: their variance is m(1 - m), no second moment
+needed), but the wide public ranges of the continuous features (age, blood pressure,
+cholesterol, maximum heart rate, ST depression) leave their means off by 0.6 to 1.2 standard
+deviations (median) and their standard deviations off by a factor of two or more, clipped at
+:data:`MIN_STD_FRACTION` of the range. A pooled logistic model's test AUROC goes from 0.88 with
+the true statistics to 0.84 (median; 5th percentile 0.78) with these. A smaller σ buys precision
+with ε; more rows buy it for free (the error shrinks as 1/n).
 
 Pure: no I/O, no ledger; the noise generator is an argument (the site passes a fresh one drawn
 from OS entropy, never the run's seed: a coordinator that knew the seed could subtract the noise).
@@ -140,17 +145,25 @@ def noised_sums(
 
 
 def combine(
-    site_sums: Sequence[Sequence[float]], feature_names: Sequence[str], bounds: Bounds
+    site_sums: Sequence[Sequence[float]],
+    feature_names: Sequence[str],
+    bounds: Bounds,
+    binary: Sequence[bool] | None = None,
 ) -> FeatureStats:
     """The federation's mean and standard deviation per feature from the sites' noised sums.
 
-    Means are clipped into the public bounds; a variance the noise pushed below
-    ``(MIN_STD_FRACTION · range)²`` or above the largest a bounded feature can have
-    (``range² / 4``) is clipped to that limit.
+    Means are clipped into the public bounds. A ``binary`` feature (values 0 or 1 only, such as
+    sex or a one-hot level) has variance m(1 - m) exactly, so its noisy Σu² is not used: a noised
+    second moment can put its scale anywhere and multiply the feature by tens. Any other variance
+    the noise pushed below ``(MIN_STD_FRACTION · range)²`` or above the largest a bounded
+    feature can have (``range² / 4``) is clipped to that limit.
     """
     f = len(bounds)
-    if len(feature_names) != f:
-        raise FeatureStatsError(f"{len(feature_names)} feature names for {f} bounds")
+    flags = np.zeros(f, dtype=bool) if binary is None else np.asarray(binary, dtype=bool)
+    if len(feature_names) != f or flags.shape != (f,):
+        raise FeatureStatsError(
+            f"{len(feature_names)} feature names and {flags.size} binary flags for {f} bounds"
+        )
     if not site_sums:
         raise FeatureStatsError("no site sent its feature sums; cannot combine none")
     rows = [np.asarray(s, dtype=np.float64) for s in site_sums]
@@ -164,7 +177,8 @@ def combine(
             "sites or lower the noise multiplier"
         )
     mean_u = np.clip(total[:f] / n, 0.0, 1.0)
-    var_u = np.clip(total[f : 2 * f] / n - mean_u**2, MIN_STD_FRACTION**2, 0.25)
+    second = np.where(flags, mean_u, total[f : 2 * f] / n)  # u² = u for a 0/1 feature
+    var_u = np.clip(second - mean_u**2, MIN_STD_FRACTION**2, 0.25)
     low = np.array([b[0] for b in bounds], dtype=np.float64)
     width = np.array([b[1] for b in bounds], dtype=np.float64) - low
     return FeatureStats(
@@ -179,4 +193,4 @@ def combine_for_task(task: str, site_sums: Sequence[Sequence[float]]) -> Feature
     from fedcare.tasks import get_task  # (torch: only when a task is used)
 
     found = get_task(task)
-    return combine(site_sums, found.feature_names, found.feature_bounds())
+    return combine(site_sums, found.feature_names, found.feature_bounds(), found.binary_features())

@@ -90,6 +90,10 @@ class Task(Protocol):
         """
         ...
 
+    def binary_features(self) -> tuple[bool, ...]:
+        """Which features (in feature order) take only the values 0 and 1."""
+        ...
+
     def encode(self, columns: Mapping[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
         """The unscaled features of rows given as raw columns (one array per model input)."""
         ...

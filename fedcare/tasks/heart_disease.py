@@ -83,6 +83,14 @@ def feature_bounds() -> tuple[tuple[float, float], ...]:
     return tuple(bounds)
 
 
+def binary_features() -> tuple[bool, ...]:
+    """Which features take only the values 0 and 1 (``FEATURE_NAMES`` order): the numeric
+    columns whose only levels are 0 and 1, and every one-hot level."""
+    flags = [INPUT_RULES[name].levels == (0, 1) for name in NUMERIC_FEATURES]
+    flags.extend(True for levels in ONE_HOT_LEVELS.values() for _ in levels)
+    return tuple(flags)
+
+
 # Subgroups a validation reports (sex as coded in the UCI files: 0 female, 1 male); the names
 # are fedcare.messages.VALIDATION_CELLS.
 AGE_BANDS: tuple[tuple[str, float, float], ...] = (
@@ -198,6 +206,9 @@ class HeartDiseaseTask:
 
     def feature_bounds(self) -> tuple[tuple[float, float], ...]:
         return feature_bounds()
+
+    def binary_features(self) -> tuple[bool, ...]:
+        return binary_features()
 
     def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         return encode_inputs(columns)

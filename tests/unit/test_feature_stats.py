@@ -200,6 +200,22 @@ def test_combined_statistics_are_close_to_the_pooled_truth(site_paths: dict[str,
     assert noisy.feature_names == task.feature_names
 
 
+def test_a_binary_features_scale_follows_from_its_mean_not_its_noised_second_moment() -> None:
+    # Prepare: one binary feature (mean 0.25) whose Σu² the noise drove to 0, and one
+    # continuous feature whose noised variance came out negative.
+    sums = [[25.0, 5.0, 0.0, -40.0, 100.0]]
+
+    # Execute
+    stats = combine(sums, ("sex", "age"), [(0.0, 1.0), (0.0, 100.0)], binary=(True, False))
+
+    # Assert: m(1 - m) for the binary one; the floor (1 % of the range) for the other.
+    assert stats.mean == pytest.approx((0.25, 5.0))
+    assert stats.std == pytest.approx((math.sqrt(0.25 * 0.75), 1.0))
+    assert get_task(TASK).binary_features() == (
+        False, True, False, False, True, False, True, False, True, True, True, True, True,
+    )  # fmt: skip
+
+
 def test_stats_round_trip_and_standardise() -> None:
     stats = FeatureStats(("a", "b"), (1.0, -2.0), (2.0, 0.5))
     assert FeatureStats.from_json(json.loads(json.dumps(stats.to_json()))) == stats
@@ -215,6 +231,7 @@ def test_stats_round_trip_and_standardise() -> None:
         (lambda: FeatureStats.from_json({"mean": []}), "'features'"),
         (lambda: combine([], ("a",), [(0.0, 1.0)]), "cannot combine none"),
         (lambda: combine([[1.0, 1.0]], ("a",), [(0.0, 1.0)]), "3 finite numbers"),
+        (lambda: combine([[1.0] * 3], ("a",), [(0.0, 1.0)], (True, False)), "2 binary flags"),
         (lambda: combine([[0.0, 0.0, 0.2]], ("a",), [(0.0, 1.0)]), "too few rows"),
         (lambda: noised_sums(np.zeros((2, 1)), [(0.0, 1.0)], 0.0, None), "> 0"),  # type: ignore[arg-type]
     ],
