@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     DATA = 3
     PRIVACY = 4
     NO_TRAINING = 5  # a run finished, but no site trained in any round
+    GATE = 6  # the release gate refused a version (every failed criterion is listed)
 
 
 class FedcareError(Exception):

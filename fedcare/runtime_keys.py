@@ -11,10 +11,36 @@ OUT_DIR_KEY = "out-dir"
 MIN_SITES_KEY = "min-sites"
 SIM_SITES_KEY = "sim-sites"  # read by simulated ClientApps only
 REGISTRY_KEY = "site-registry"  # the coordinator's sites.json; "" in a simulation
-RUNTIME_KEYS = frozenset({OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY, REGISTRY_KEY})
+# What the ServerApp does: "train" (rounds of training) or "validate" (cross-site validation
+# of the model in CANDIDATE_KEY, fedcare.server.model_validation).
+MODE_KEY = "mode"
+TRAIN_MODE = "train"
+VALIDATE_MODE = "validate"
+CANDIDATE_KEY = "candidate"  # validate: the weights (safetensors) every site scores
+INITIAL_MODEL_KEY = "initial-model"  # train: start from these weights, not a fresh model
+# validate: a subgroup cell with fewer patients, or fewer events or non-events, is not sent.
+MIN_SUBGROUP_PATIENTS_KEY = "min-subgroup-patients"
+MIN_SUBGROUP_EVENTS_KEY = "min-subgroup-events"
+DEFAULT_MIN_SUBGROUP_PATIENTS = 11  # the small-cell rule of CMS and many hospital data offices
+DEFAULT_MIN_SUBGROUP_EVENTS = 5
+RUNTIME_KEYS = frozenset(
+    {
+        OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY, REGISTRY_KEY, MODE_KEY, CANDIDATE_KEY,
+        INITIAL_MODEL_KEY, MIN_SUBGROUP_PATIENTS_KEY, MIN_SUBGROUP_EVENTS_KEY,
+    }
+)  # fmt: skip
 ROUNDS_FILE = "rounds.json"
 
 
 def default_runtime_config() -> dict[str, str | int]:
     """Runtime keys' defaults in the Flower App; each run overrides them (``--run-config``)."""
-    return {OUT_DIR_KEY: "fedcare-out", MIN_SITES_KEY: 2, REGISTRY_KEY: ""}
+    return {
+        OUT_DIR_KEY: "fedcare-out",
+        MIN_SITES_KEY: 2,
+        REGISTRY_KEY: "",
+        MODE_KEY: TRAIN_MODE,
+        CANDIDATE_KEY: "",
+        INITIAL_MODEL_KEY: "",
+        MIN_SUBGROUP_PATIENTS_KEY: DEFAULT_MIN_SUBGROUP_PATIENTS,
+        MIN_SUBGROUP_EVENTS_KEY: DEFAULT_MIN_SUBGROUP_EVENTS,
+    }

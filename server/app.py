@@ -4,6 +4,10 @@ Run config = the :class:`~fedcare.config.RunConfig` keys plus the runtime keys b
 it aggregates with one of Flower's strategies, evaluates the global model at every site, and
 rewrites ``rounds.json`` atomically; at the end it saves the global weights as safetensors.
 
+``mode = "validate"`` runs no rounds: every site scores the weights in ``candidate``
+(:mod:`fedcare.server.model_validation`) and the result is ``validation.json``. Either way the
+ServerApp first writes ``run.record.json`` (:mod:`fedcare.run_record`), the run's lineage.
+
 In a deployment the coordinator passes ``site-registry``, the path of its ``sites.json``: a
 reply's site is then the registered name of its authenticated node, and every site's signed
 ledger head is checked against the one kept in ``ledger-heads.json`` beside it. A simulation
@@ -12,11 +16,12 @@ passes none (no authentication there; see :mod:`fedcare.server.tracking`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, ConfigRecordValues, Context
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.superlink.grid.http_grid import HttpGrid
 
@@ -25,24 +30,35 @@ from fedcare.atomic import write_json_atomic
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError
 from fedcare.privacy.secure_aggregation import SecAggSettings
+from fedcare.run_record import RunRecord
 from fedcare.runtime_keys import (
+    CANDIDATE_KEY,
+    DEFAULT_MIN_SUBGROUP_EVENTS,
+    DEFAULT_MIN_SUBGROUP_PATIENTS,
+    INITIAL_MODEL_KEY,
     MIN_SITES_KEY,
+    MIN_SUBGROUP_EVENTS_KEY,
+    MIN_SUBGROUP_PATIENTS_KEY,
+    MODE_KEY,
     OUT_DIR_KEY,
     REGISTRY_KEY,
     ROUNDS_FILE,
     RUNTIME_KEYS,
+    TRAIN_MODE,
+    VALIDATE_MODE,
 )
 from fedcare.server import progress
 from fedcare.server.grids import ResponsiveGrid
 from fedcare.server.ledger_heads import HEADS_FILE, LedgerHeads
+from fedcare.server.model_validation import validate_candidate
 from fedcare.server.round_loop import run_rounds
 from fedcare.server.secure_aggregation import SecureAggregationGrid
 from fedcare.server.site_registry import SiteRegistry
 from fedcare.server.strategies import build_strategy
-from fedcare.server.tracking import RoundRecord, SiteTracking
+from fedcare.server.tracking import RoundRecord, SiteNames, SiteTracking
 from fedcare.server.validation import UpdateRules
 from fedcare.tasks import get_task
-from fedcare.weights import save_weights, to_record
+from fedcare.weights import read_weights, save_weights, to_record
 
 WEIGHTS_FILE = "global_model.safetensors"
 REPLY_TIMEOUT_S = 3600.0
@@ -58,6 +74,11 @@ class ServerSettings:
     out_dir: Path
     min_sites: int
     registry: Path | None = None
+    mode: str = TRAIN_MODE
+    candidate: Path | None = None  # validate mode: the weights the sites score
+    initial_model: Path | None = None  # train mode: start from these weights
+    min_subgroup_patients: int = DEFAULT_MIN_SUBGROUP_PATIENTS
+    min_subgroup_events: int = DEFAULT_MIN_SUBGROUP_EVENTS
 
     @classmethod
     def from_run_config(cls, values: dict[str, Any]) -> ServerSettings:
@@ -67,13 +88,39 @@ class ServerSettings:
             raise ConfigError(
                 f"run-config: {MIN_SITES_KEY} = {min_sites!r} must be an integer >= 1"
             )
-        registry = str(values.get(REGISTRY_KEY) or "")
+        mode = str(values.get(MODE_KEY) or TRAIN_MODE)
+        if mode not in (TRAIN_MODE, VALIDATE_MODE):
+            raise ConfigError(
+                f"run-config: {MODE_KEY} = {mode!r} must be {TRAIN_MODE!r} or {VALIDATE_MODE!r}"
+            )
+        thresholds = {}
+        for key, default in (
+            (MIN_SUBGROUP_PATIENTS_KEY, DEFAULT_MIN_SUBGROUP_PATIENTS),
+            (MIN_SUBGROUP_EVENTS_KEY, DEFAULT_MIN_SUBGROUP_EVENTS),
+        ):
+            value = values.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"run-config: {key} = {value!r} must be an integer >= 1")
+            thresholds[key] = value
+        candidate = _optional_path(values, CANDIDATE_KEY)
+        if mode == VALIDATE_MODE and candidate is None:
+            raise ConfigError(f"run-config: {MODE_KEY} = validate needs {CANDIDATE_KEY} (weights)")
         return cls(
             run=run,
             out_dir=Path(str(values.get(OUT_DIR_KEY, "fedcare-out"))),
             min_sites=min_sites,
-            registry=Path(registry) if registry else None,
+            registry=_optional_path(values, REGISTRY_KEY),
+            mode=mode,
+            candidate=candidate,
+            initial_model=_optional_path(values, INITIAL_MODEL_KEY),
+            min_subgroup_patients=thresholds[MIN_SUBGROUP_PATIENTS_KEY],
+            min_subgroup_events=thresholds[MIN_SUBGROUP_EVENTS_KEY],
         )
+
+
+def _optional_path(values: dict[str, Any], key: str) -> Path | None:
+    text = str(values.get(key) or "")
+    return Path(text) if text else None
 
 
 def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:
@@ -95,18 +142,47 @@ def request_config(run: RunConfig) -> dict[str, ConfigRecordValues]:
     }
 
 
+def _initial_weights(settings: ServerSettings) -> tuple[ArrayRecord, str | None]:
+    """The run's starting model and, when it came from a file, that file's sha256 (how the
+    registry finds a version's parent)."""
+    run = settings.run
+    model = get_task(run.task).build_model(run.model, seed=run.seed)
+    if settings.initial_model is None:
+        return to_record(model), None
+    path = settings.initial_model
+    try:
+        model.load_state_dict(read_weights(path))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: cannot start from these weights ({type(exc).__name__}); give the "
+            f"{WEIGHTS_FILE} of a version of the same task and model"
+        ) from None
+    return to_record(model), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Round 0 evaluation, then ``rounds`` rounds of train + per-site evaluation
-    (:mod:`fedcare.server.round_loop`: each evaluation travels with the next training).
+    (:mod:`fedcare.server.round_loop`: each evaluation travels with the next training); or,
+    in validate mode, the cross-site validation of one candidate model.
 
     With ``secure-aggregation`` the same loop runs over a :class:`SecureAggregationGrid`, whose
     train exchanges follow Flower's SecAgg+ protocol.
     """
     settings = ServerSettings.from_run_config(dict(context.run_config))
     run = settings.run
-    model = get_task(run.task).build_model(run.model, seed=run.seed)
-    initial = to_record(model)
+    initial, initial_sha = _initial_weights(settings)
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    RunRecord.create(str(context.run_id), run.to_run_config(), initial_sha).write(settings.out_dir)
+    if isinstance(grid, HttpGrid):  # deployed: ask for replies every 0.1 s, not every 3 s
+        grid = ResponsiveGrid(grid)
+    registry = heads = None
+    if settings.registry is not None:
+        registry = SiteRegistry.load(settings.registry)
+        heads = LedgerHeads(settings.registry.parent / HEADS_FILE, registry.public_keys)
+    if settings.mode == VALIDATE_MODE:
+        _validate(grid, settings, SiteNames(registry), heads)
+        return
     history: list[RoundRecord] = []
 
     def on_round(record: RoundRecord) -> None:
@@ -115,14 +191,8 @@ def main(grid: Grid, context: Context) -> None:
         progress.publish(record, run.rounds)
 
     rules = UpdateRules(run.max_update_norm, run.weighting, dp=run.dp)
-    if isinstance(grid, HttpGrid):  # deployed: ask for replies every 0.1 s, not every 3 s
-        grid = ResponsiveGrid(grid)
     if run.secure_aggregation:
         grid = SecureAggregationGrid(grid, context, SecAggSettings.from_run(run))
-    registry = heads = None
-    if settings.registry is not None:
-        registry = SiteRegistry.load(settings.registry)
-        heads = LedgerHeads(settings.registry.parent / HEADS_FILE, registry.public_keys)
     inner = build_strategy(run, settings.min_sites)
     strategy = SiteTracking(inner, on_round, rules, registry=registry, heads=heads)
     arrays = run_rounds(
@@ -133,3 +203,32 @@ def main(grid: Grid, context: Context) -> None:
         fold=True,
     )  # fmt: skip
     save_weights(settings.out_dir / WEIGHTS_FILE, arrays.to_torch_state_dict())
+
+
+def _validate(
+    grid: Grid, settings: ServerSettings, names: SiteNames, heads: LedgerHeads | None
+) -> None:
+    """Validate mode: every site scores ``candidate`` (see module docstring)."""
+    assert settings.candidate is not None  # from_run_config refuses validate without one
+    model = get_task(settings.run.task).build_model(settings.run.model, seed=settings.run.seed)
+    try:
+        model.load_state_dict(read_weights(settings.candidate))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"{settings.candidate}: not weights of a {settings.run.task} "
+            f"{settings.run.model} model ({type(exc).__name__})"
+        ) from None
+    validate_candidate(
+        grid,
+        to_record(model),
+        request_config(settings.run),
+        {
+            keys.MIN_SUBGROUP_PATIENTS: settings.min_subgroup_patients,
+            keys.MIN_SUBGROUP_EVENTS: settings.min_subgroup_events,
+        },
+        settings.min_sites,
+        names,
+        heads,
+        settings.out_dir,
+        timeout=REPLY_TIMEOUT_S,
+    )

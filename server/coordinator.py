@@ -230,18 +230,26 @@ class Coordinator:
         runs = sorted((self.root / "runs").glob("*/app")) if (self.root / "runs").exists() else []
         return runs[-1].parent if runs else None
 
-    def submit(self, config: RunConfig, min_sites: int) -> Path:
-        """Submit a fedcare run (the same ServerApp as simulation); returns its run folder."""
+    def submit(
+        self, config: RunConfig, min_sites: int, runtime: dict[str, Any] | None = None
+    ) -> Path:
+        """Submit a fedcare run (the same ServerApp as simulation); returns its run folder.
+
+        ``runtime``: further runtime keys (:mod:`fedcare.runtime_keys`), e.g. validate mode."""
         out = self.new_run_folder()
         # The FAB holds defaults only, so its hash is the same for every run of this fedcare
         # version (sites approve it); this run's settings travel as run-config overrides.
         defaults = RunConfig().to_run_config() | default_runtime_config()
         app = write_flower_app(out / "app", defaults)
-        overrides = config.to_run_config() | {
-            OUT_DIR_KEY: str(out.resolve()),
-            MIN_SITES_KEY: min_sites,
-            REGISTRY_KEY: str((self.root / REGISTRY).resolve()),  # names replies by node id
-        }
+        overrides = (
+            config.to_run_config()
+            | {
+                OUT_DIR_KEY: str(out.resolve()),
+                MIN_SITES_KEY: min_sites,
+                REGISTRY_KEY: str((self.root / REGISTRY).resolve()),  # names replies by node id
+            }
+            | dict(runtime or {})
+        )
         return self.submit_app(app, overrides)
 
     def new_run_folder(self) -> Path:
@@ -308,6 +316,24 @@ class Coordinator:
                     )
             time.sleep(0.5)
         return records
+
+    def wait_for(self, out: Path, name: str, timeout_s: float) -> Path:
+        """Wait until the run in ``out`` writes ``name``; fail fast if the run ends without it."""
+        deadline = time.monotonic() + timeout_s
+        next_status_check = time.monotonic() + STATUS_EVERY_S
+        while not (out / name).exists():
+            if time.monotonic() > deadline:
+                raise CoordinatorError(f"run {out.name} wrote no {name} in {timeout_s:.0f} s")
+            if time.monotonic() > next_status_check:
+                next_status_check = time.monotonic() + STATUS_EVERY_S
+                status, details = self.run_status(out)
+                if status.startswith("finished") and not (out / name).exists():
+                    raise CoordinatorError(
+                        f"run {out.name} ended as {status} ({details}) without {name}; "
+                        f"see 'flwr log' or {self.log_file}"
+                    )
+            time.sleep(0.5)
+        return out / name
 
     def stop(self) -> None:
         """Stop the front door, the SuperLink and its helper processes."""

@@ -111,6 +111,35 @@ def _claimed_name(reply: Message) -> str | None:
     return str(reply.content.config_records[keys.SITE].get(keys.SITE_NAME))
 
 
+class SiteNames:
+    """Who sent a reply: the registered name of its authenticated node in a deployment; in a
+    simulation (``registry`` None) the name the site's replies give (see module docstring)."""
+
+    def __init__(self, registry: SiteRegistry | None) -> None:
+        self.registry = registry
+        self._names: dict[int, str] = {}  # simulation only: node id -> name its replies sent
+
+    def identify(self, reply: Message) -> tuple[str, str | None]:
+        """The replying site's name, and why the reply must be refused for who sent it."""
+        node = reply.metadata.src_node_id
+        claimed = _claimed_name(reply)
+        if self.registry is None:
+            if claimed is not None:
+                self._names[node] = claimed
+            return self._names.get(node, f"node-{node}"), None
+        name = self.registry.names.get(node)
+        if name is None:
+            log.warning("refused a reply from node %d: it is not a registered site", node)
+            return f"node-{node}", f"unregistered node {node}"
+        if claimed is not None and claimed != name:
+            log.warning(
+                "refused a reply from site %s (node %d): it claims to be site %r",
+                name, node, claimed,
+            )  # fmt: skip
+            return name, f"claims to be site {claimed!r}"
+        return name, None
+
+
 class SiteTracking(Strategy):
     """Delegates to ``inner``; reports a :class:`RoundRecord` after each evaluation.
 
@@ -136,27 +165,11 @@ class SiteTracking(Strategy):
         self._epsilon: dict[str, float] = {}
         self._refused: dict[str, str] = {}
         self._rejected: dict[str, str] = {}
-        self._names: dict[int, str] = {}  # simulation only: node id -> name its replies sent
+        self._sites = SiteNames(registry)
 
     def identify(self, reply: Message) -> tuple[str, str | None]:
         """The replying site's name, and why the reply must be refused for who sent it."""
-        node = reply.metadata.src_node_id
-        claimed = _claimed_name(reply)
-        if self.registry is None:
-            if claimed is not None:
-                self._names[node] = claimed
-            return self._names.get(node, f"node-{node}"), None
-        name = self.registry.names.get(node)
-        if name is None:
-            log.warning("refused a reply from node %d: it is not a registered site", node)
-            return f"node-{node}", f"unregistered node {node}"
-        if claimed is not None and claimed != name:
-            log.warning(
-                "refused a reply from site %s (node %d): it claims to be site %r",
-                name, node, claimed,
-            )  # fmt: skip
-            return name, f"claims to be site {claimed!r}"
-        return name, None
+        return self._sites.identify(reply)
 
     def _admit(self, reply: Message, name: str, ignore: frozenset[str] = frozenset()) -> str | None:
         """Why a (non-error) reply from ``name`` must be refused: metrics, then ledger head.

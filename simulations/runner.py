@@ -30,6 +30,7 @@ from fedcare.flower_app import write_flower_app
 from fedcare.runtime_keys import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, SIM_SITES_KEY
 from fedcare.server import progress
 from fedcare.server.app import app as server_app
+from fedcare.server.model_validation import VALIDATION_FILE
 from fedcare.server.tracking import RoundRecord
 from fedcare.simulations.adversaries import Attack, adversarial_client_app
 from fedcare.simulations.scenarios import Scenario
@@ -75,6 +76,62 @@ def load_sites(config: RunConfig, scenario: Scenario) -> list[SiteData]:
     return [task.load_site(site.name, site.path) for site in scenario.sites]
 
 
+def run_validation(
+    config: RunConfig,
+    scenario: Scenario,
+    out_dir: Path,
+    state_root: Path,
+    policies: dict[str, SitePolicy],
+    runtime: dict[str, Any],
+) -> dict[str, Any]:
+    """Cross-site validation of a candidate in Flower's simulation engine: the same ServerApp
+    (``mode = "validate"``) and ClientApp as a deployment; returns ``validation.json``.
+
+    Each simulated site keeps its state (privacy ledger) under ``state_root`` - the run folder
+    that trained the candidate - so the statistics it releases are spent on the same ledger.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sites = [
+        SiteIdentity(
+            s.name, s.path, site_state_dir(state_root, s.name), policies[s.name]
+        ).to_node_config()
+        for s in scenario.sites
+    ]
+    run_config = config.to_run_config() | runtime | {
+        OUT_DIR_KEY: str(out_dir.resolve()),
+        MIN_SITES_KEY: len(sites),
+        SIM_SITES_KEY: json.dumps(sites),
+    }  # fmt: skip
+    _simulate(run_config, out_dir, len(sites), client_app)
+    path = out_dir / VALIDATION_FILE
+    if not path.is_file():
+        raise FedcareError(f"the validation simulation wrote no {path}; see the log above")
+    result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return result
+
+
+def _simulate(run_config: dict[str, Any], out_dir: Path, n_sites: int, clients: Any) -> None:
+    """One run of the ServerApp and ``clients`` in Flower's simulation engine (Ray)."""
+    app_dir = write_flower_app(out_dir / FLOWER_APP_DIR, run_config)
+    context = Context(
+        run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
+    backend_config = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": max(1, min(n_sites, os.cpu_count() or 1))},
+    }
+    _run_simulation(
+        num_supernodes=n_sites,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=clients,
+        server_app=server_app,
+        backend_config=backend_config,  # type: ignore[arg-type]
+        server_app_context=context,
+        app_dir=str(app_dir),
+        is_app=True,
+    )
+
+
 def run_federation(
     config: RunConfig,
     scenario: Scenario,
@@ -93,26 +150,10 @@ def run_federation(
     (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
     shutil.rmtree(out_dir / SITES_DIR, ignore_errors=True)
     run_config = simulation_run_config(config, scenario, out_dir, policies)
-    app_dir = write_flower_app(out_dir / FLOWER_APP_DIR, run_config)
-    context = Context(
-        run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
-    )
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": max(1, min(len(scenario.sites), os.cpu_count() or 1))},
-    }
+    clients = adversarial_client_app(attacks) if attacks else client_app
     unsubscribe = progress.subscribe(on_round) if on_round else None
     try:
-        _run_simulation(
-            num_supernodes=len(scenario.sites),
-            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=adversarial_client_app(attacks) if attacks else client_app,
-            server_app=server_app,
-            backend_config=backend_config,  # type: ignore[arg-type]
-            server_app_context=context,
-            app_dir=str(app_dir),
-            is_app=True,
-        )
+        _simulate(run_config, out_dir, len(scenario.sites), clients)
     finally:
         if unsubscribe:
             unsubscribe()

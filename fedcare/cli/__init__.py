@@ -14,6 +14,7 @@ from fedcare.cli.bench import bench_app
 from fedcare.cli.coordinator import coordinator_app
 from fedcare.cli.pki import pki_app
 from fedcare.cli.privacy import privacy_app
+from fedcare.cli.registry import registry_app
 from fedcare.cli.serve import serve_app
 from fedcare.cli.simulate import simulate
 from fedcare.cli.site import site_app
@@ -34,6 +35,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(bench_app, name="bench")
 app.add_typer(serve_app, name="serve")
+app.add_typer(registry_app, name="registry")
 
 
 @app.callback()

@@ -1,0 +1,302 @@
+"""The model owner's registry: ``fedcare registry add|list|show|diff|validate|release|verify``.
+
+From a finished run to a signed release: ``add`` makes the run's global model a version with
+its lineage, ``validate`` has every site score it on its own held-out patients, ``release``
+signs a bundle only when the gate policy holds at every site, ``verify`` checks a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fedcare.cli.common import console, err_console, quiet_environment, run_or_exit
+from fedcare.errors import ConfigError, ExitCode, FedcareError
+
+registry_app = typer.Typer(
+    help="The model owner's registry: versions, validation, release gate, signed bundles.",
+    no_args_is_help=True,
+)
+
+RegistryOption = Annotated[
+    Path,
+    typer.Option(
+        "--registry",
+        envvar="FEDCARE_REGISTRY",
+        help="Registry folder (created on first add).",
+        resolve_path=True,
+    ),
+]
+DEFAULT_REGISTRY = Path("registry")
+VALIDATION_TIMEOUT_S = 1800.0
+
+
+def _registry(path: Path) -> Any:
+    from fedcare.server.model_registry import ModelRegistry
+
+    return ModelRegistry(path)
+
+
+@registry_app.command("add")
+def registry_add(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.", resolve_path=True)],
+    registry: RegistryOption = DEFAULT_REGISTRY,
+) -> None:
+    """Register a finished run's global model as the next version, with its lineage."""
+    entry = run_or_exit(lambda: _registry(registry).add(run_dir))
+    parent = f", parent {entry['parent']}" if entry["parent"] else ""
+    console.print(
+        f"registered {entry['version']}: {entry['task']} {entry['model']}, {entry['strategy']}, "
+        f"{entry['rounds']} rounds{parent}; weights sha256 {entry['weights_sha256'][:16]}..."
+    )
+
+
+@registry_app.command("list")
+def registry_list(registry: RegistryOption = DEFAULT_REGISTRY) -> None:
+    """Every version: lineage at a glance, validation and release state."""
+    views = run_or_exit(lambda: _registry(registry).versions())
+    table = Table("version", "parent", "task", "model", "strategy", "rounds", "sites",
+                  "max ε", "validated", "released")  # fmt: skip
+    for view in views:
+        sites = sorted({s for names in view["sites_per_round"].values() for s in names})
+        epsilons = [p["epsilon"] for p in view["privacy"].values()]
+        table.add_row(
+            view["version"], view["parent"] or "-", view["task"], view["model"],
+            view["strategy"], str(view["rounds"]), str(len(sites)),
+            f"{max(epsilons):.2f}" if epsilons else "not private",
+            str(len(view["validations"])) if view["validations"] else "no",
+            view["releases"][-1]["bundle"] if view["releases"] else "no",
+        )  # fmt: skip
+    console.print(table)
+
+
+@registry_app.command("show")
+def registry_show(
+    version: Annotated[str, typer.Argument(help="Version id, e.g. v1.")],
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    as_json: Annotated[bool, typer.Option("--json", help="The whole record as JSON.")] = False,
+) -> None:
+    """One version's lineage, privacy record, validations and releases."""
+    view = run_or_exit(lambda: _registry(registry).get(version))
+    if as_json:
+        console.print_json(json.dumps(view))
+        return
+    run = view["run"]
+    console.print(f"[bold]{view['version']}[/]  registered {view['registered_at']}")
+    for label, value in (
+        ("parent", view["parent"] or "none (a fresh model)"),
+        ("run", f"{run['run_dir']} (run id {run['run_id']})"),
+        ("config sha256", run["config_sha256"]),
+        ("task / schema", f"{view['task']} / {view['schema_sha256'][:16]}..."),
+        ("model / strategy", f"{view['model']} / {view['strategy']}, {view['rounds']} rounds"),
+        ("fedcare / Flower", f"{view['fedcare_version']} / {view['flower_version']}"),
+        ("weights sha256", view["weights_sha256"]),
+    ):
+        console.print(f"  {label:<17} {escape(str(value))}")
+    rounds = view["sites_per_round"]
+    console.print(
+        "  sites per round   " + "; ".join(f"{r}: {', '.join(s) or '-'}" for r, s in rounds.items())
+    )
+    for site, privacy in view["privacy"].items():
+        delta = "not reported" if privacy["delta"] is None else f"{privacy['delta']:.2g}"
+        console.print(f"  privacy {site:<9} ε {privacy['epsilon']:.3f}, δ {delta}")
+    if not view["privacy"]:
+        console.print("  privacy           none: trained without DP")
+    for validation in view["validations"]:
+        _print_validation(validation)
+    for release in view["releases"]:
+        console.print(f"  released {release['released_at']} -> {release['bundle']}")
+
+
+def _print_validation(validation: dict[str, Any]) -> None:
+    sites = ", ".join(validation["sites"]) or "none"
+    console.print(f"  validation {validation['validated_at']} (sites: {sites})")
+    table = Table("site", "patients", "AUROC (95% CI)", "accuracy", "sens.", "spec.", "Brier",
+                  "cal. slope", "ECE")  # fmt: skip
+    for site, cells in validation["sites"].items():
+        for cell, m in sorted(cells.items(), key=lambda item: item[0] != "all"):
+            table.add_row(
+                site if cell == "all" else f"  {cell}", f"~{m.get('patients', '?')}", _ci(m),
+                _f(m.get("accuracy")), _f(m.get("sensitivity")), _f(m.get("specificity")),
+                _f(m.get("brier")), _f(m.get("calibration-slope")), _f(m.get("ece")),
+            )  # fmt: skip
+    console.print(table)
+
+
+def _f(value: Any) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:.3f}"
+
+
+def _ci(m: dict[str, Any]) -> str:
+    return f"{_f(m.get('auroc'))} ({_f(m.get('auroc-ci-low'))}-{_f(m.get('auroc-ci-high'))})"
+
+
+@registry_app.command("diff")
+def registry_diff(
+    a: Annotated[str, typer.Argument(help="A version id.")],
+    b: Annotated[str, typer.Argument(help="Another version id.")],
+    registry: RegistryOption = DEFAULT_REGISTRY,
+) -> None:
+    """What differs between two versions' lineage (config, sites, privacy, weights...)."""
+    from fedcare.server.model_registry import diff
+
+    reg = _registry(registry)
+    left, right = run_or_exit(lambda: (reg.get(a), reg.get(b)))
+    changes = diff(left, right)
+    if not changes:
+        console.print(f"{a} and {b} have the same lineage")
+        return
+    table = Table("field", a, b)
+    for key, x, y in changes:
+        table.add_row(key, escape(json.dumps(x)), escape(json.dumps(y)))
+    console.print(table)
+
+
+@registry_app.command("validate")
+def registry_validate(
+    version: Annotated[str, typer.Argument(help="Version id to validate.")],
+    registry: RegistryOption = DEFAULT_REGISTRY,
+    coordinator: Annotated[
+        Path | None,
+        typer.Option(
+            "--coordinator", help="Validate over this deployed federation.", resolve_path=True
+        ),
+    ] = None,
+    min_sites: Annotated[int, typer.Option(help="Sites that must answer (deployed).")] = 2,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Validate over the version's simulated sites.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the sites.")
+    ] = VALIDATION_TIMEOUT_S,
+) -> None:
+    """Every site scores the version on its own held-out patients; only aggregates return."""
+    quiet_environment()
+    if (coordinator is None) == (not simulate):
+        run_or_exit(_raise(ConfigError("give exactly one of --coordinator DIR or --simulate")))
+    reg = _registry(registry)
+    view = run_or_exit(lambda: reg.get(version))
+    weights = run_or_exit(lambda: reg.weights(version))
+    from fedcare.config import RunConfig
+    from fedcare.runtime_keys import CANDIDATE_KEY, MODE_KEY, VALIDATE_MODE
+
+    config = run_or_exit(lambda: RunConfig.from_run_config(view["run"]["config"]))
+    runtime = {MODE_KEY: VALIDATE_MODE, CANDIDATE_KEY: str(weights)}
+    started = time.perf_counter()
+    if coordinator is not None:
+        result = run_or_exit(
+            lambda: _validate_deployed(coordinator, config, min_sites, runtime, timeout)
+        )
+    else:
+        result = run_or_exit(
+            lambda: _validate_simulated(
+                config, Path(view["run"]["run_dir"]), runtime, reg.root / "versions" / version
+            )
+        )
+    entry = run_or_exit(lambda: reg.add_validation(version, result))
+    _print_validation(entry)
+    for site, why in entry.get("missing", {}).items():
+        console.print(f"[yellow]  {site} sent no validation: {why}[/]")
+    seconds = time.perf_counter() - started
+    console.print(f"validated {version} at {len(entry['sites'])} site(s) in {seconds:.0f} s")
+
+
+def _raise(exc: FedcareError) -> Any:
+    def action() -> None:
+        raise exc
+
+    return action
+
+
+def _validate_deployed(
+    folder: Path, config: Any, min_sites: int, runtime: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    from fedcare.server.coordinator import Coordinator
+    from fedcare.server.model_validation import VALIDATION_FILE
+
+    coordinator = Coordinator(folder)
+    out = coordinator.submit(config, min_sites, runtime)
+    console.print(f"validation run submitted -> {out}")
+    path = coordinator.wait_for(out, VALIDATION_FILE, timeout)
+    result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return result | {"run_dir": str(out)}
+
+
+def _validate_simulated(
+    config: Any, run_dir: Path, runtime: dict[str, Any], version_dir: Path
+) -> dict[str, Any]:
+    from fedcare.simulations.runner import run_validation
+    from fedcare.simulations.scenarios import get_scenario
+    from fedcare.simulations.simulation import site_policies
+
+    if not run_dir.is_dir():
+        raise ConfigError(
+            f"{run_dir}: the version's run folder is gone; its simulated sites' ledgers live there"
+        )
+    scenario = get_scenario(config.scenario, config.task)
+    out = version_dir / f"validation-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run_validation(
+        config, scenario, out, run_dir, site_policies(config, scenario, None), runtime
+    )
+    return result | {"run_dir": str(out)}
+
+
+@registry_app.command("release")
+def registry_release(
+    version: Annotated[str, typer.Argument(help="Version id to release.")],
+    policy: Annotated[
+        Path, typer.Option("--policy", help="Gate policy (TOML, [gate]).", resolve_path=True)
+    ],
+    key: Annotated[
+        Path, typer.Option("--key", help="The owner's release key (private).", resolve_path=True)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.", resolve_path=True)],
+    registry: RegistryOption = DEFAULT_REGISTRY,
+) -> None:
+    """Sign a release bundle, only if every gate criterion holds at every site."""
+    from fedcare.server.release_gate import GatePolicy, judge
+
+    reg = _registry(registry)
+    gate = run_or_exit(lambda: GatePolicy.load(policy))
+    view = run_or_exit(lambda: reg.get(version))
+    failures = judge(gate, view)
+    if failures:
+        err_console.print(
+            f"[bold red]error:[/] {version} does not pass the release gate ({policy}):"
+        )
+        for failure in failures:
+            err_console.print(f"  {escape(str(failure))}", highlight=False)
+        raise typer.Exit(code=int(ExitCode.GATE))
+    from fedcare.server.release import write_bundle
+    from fedcare.server.release_card import model_card, preprocessing
+
+    weights = run_or_exit(lambda: reg.weights(version))
+    bundle = run_or_exit(
+        lambda: write_bundle(out, weights, preprocessing(view), model_card(view, gate), key)
+    )
+    run_or_exit(
+        lambda: reg.add_release(
+            version, {"bundle": str(bundle), "policy": gate.to_json(), "verdict": "passed"}
+        )
+    )
+    console.print(f"released {version}: every gate criterion holds; signed bundle -> {bundle}")
+
+
+@registry_app.command("verify")
+def registry_verify(
+    bundle: Annotated[Path, typer.Argument(help="A release bundle folder.", resolve_path=True)],
+    key: Annotated[
+        Path, typer.Option("--key", help="The owner's public release key.", resolve_path=True)
+    ],
+) -> None:
+    """Check a bundle's signature: every file as the owner signed it, by the owner's key."""
+    from fedcare.bundle import verify_bundle
+
+    run_or_exit(lambda: verify_bundle(bundle, key))
+    console.print(f"verified: {bundle} is signed by {key.name} and unchanged")

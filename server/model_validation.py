@@ -1,0 +1,178 @@
+"""Cross-site model validation, the coordinator's half: one candidate model, every site.
+
+*Model validation* (each version, at the sites) is not the *update checks* of
+:mod:`fedcare.server.validation` (each round, at the coordinator). Two exchanges:
+
+1. ``query.feature_stats``: every site releases noised sufficient statistics of its training
+   rows (recorded in its privacy ledger before they leave; :mod:`fedcare.feature_stats`). The
+   coordinator combines them into the federation's standardisation, the preprocessing a
+   released model is served with: never one site's own statistics.
+2. ``query.validate``: every site scores the candidate, preprocessed with exactly those
+   statistics, on its held-out test rows and replies with aggregates only (AUROC with its 95 %
+   interval, calibration, ... and the same per subgroup large enough to report).
+
+The ServerApp runs this in ``mode = "validate"``, over Flower's grid like a training round, in a
+deployment and in a simulation alike; the result is ``validation.json`` in the run folder, which
+``fedcare registry validate`` attaches to the version.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedcare import messages as keys
+from fedcare.atomic import write_json_atomic
+from fedcare.feature_stats import FeatureStats, combine_for_task
+from fedcare.server.ledger_heads import LedgerHeads
+from fedcare.server.tracking import SiteNames
+
+log = logging.getLogger(__name__)
+
+VALIDATION_FILE = "validation.json"
+FEATURE_STATS = keys.FEATURE_STATS_QUERY
+VALIDATE = keys.VALIDATE_QUERY
+NODE_WAIT_S = 300.0
+
+
+class ValidationFailed(RuntimeError):
+    """Too few sites answered to validate; nothing is written."""
+
+
+def _wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= min_sites:
+            return nodes
+        if time.monotonic() > deadline:
+            raise ValidationFailed(
+                f"{len(nodes)} of {min_sites} sites connected in {timeout:.0f} s"
+            )
+        time.sleep(0.5)
+
+
+class SiteExchange:
+    """Send one query to every connected site; keep the replies of sites that are who they
+    say they are and whose signed ledger head did not go back (as training replies)."""
+
+    def __init__(self, grid: Grid, nodes: list[int], names: SiteNames, heads: LedgerHeads | None):
+        self.grid, self.nodes, self.names, self.heads = grid, nodes, names, heads
+        self.problems: dict[str, str] = {}  # site -> why it has no result
+
+    def ask(
+        self, message_type: str, config: dict[str, ConfigRecordValues], arrays: ArrayRecord | None,
+        timeout: float,
+    ) -> dict[str, Message]:  # fmt: skip
+        messages = []
+        for node in self.nodes:
+            content = RecordDict({keys.CONFIG: ConfigRecord(config)})
+            if arrays is not None:
+                content[keys.ARRAYS] = arrays
+            messages.append(Message(content, dst_node_id=node, message_type=message_type))
+        accepted: dict[str, Message] = {}
+        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+            name, problem = self.names.identify(reply)
+            if problem is None and reply.has_error():
+                problem = reply.error.reason or "site error"
+            if problem is None and self.heads is not None:
+                problem = self.heads.check(name, reply.content.config_records.get(keys.LEDGER))
+            if problem is None and keys.METRICS not in reply.content.metric_records:
+                problem = "reply without metrics"
+            if problem is not None:
+                log.warning("site %s: %s reply refused: %s", name, message_type, problem)
+                self.problems[name] = problem
+                continue
+            accepted[name] = reply
+        return accepted
+
+
+def validate_candidate(
+    grid: Grid,
+    candidate: ArrayRecord,
+    request: dict[str, ConfigRecordValues],
+    thresholds: dict[str, int],
+    min_sites: int,
+    names: SiteNames,
+    heads: LedgerHeads | None,
+    out_dir: Path,
+    timeout: float,
+) -> dict[str, Any]:
+    """Both exchanges (module docstring); writes and returns ``validation.json``'s content."""
+    nodes = _wait_for_sites(grid, min_sites, NODE_WAIT_S)
+    exchange = SiteExchange(grid, nodes, names, heads)
+    stats_replies = exchange.ask(FEATURE_STATS, dict(request), None, timeout)
+    if len(stats_replies) < min_sites:
+        raise ValidationFailed(
+            f"{len(stats_replies)} of {min_sites} sites released feature statistics "
+            f"({_problems(exchange.problems)})"
+        )
+    sums: dict[str, list[float]] = {}
+    for name, reply in stats_replies.items():
+        values = _metrics(reply).get(keys.FEATURE_SUMS)
+        if _well_formed(values, len(request_feature_names(request))):
+            sums[name] = [float(v) for v in values]
+        else:
+            exchange.problems[name] = "malformed feature sums"
+    if len(sums) < min_sites:
+        raise ValidationFailed(
+            f"{len(sums)} of {min_sites} sites released usable feature statistics "
+            f"({_problems(exchange.problems)})"
+        )
+    stats: FeatureStats = combine_for_task(str(request[keys.TASK]), list(sums.values()))
+    config = dict(request) | {
+        keys.PREPROCESSING_MEAN: list(stats.mean),
+        keys.PREPROCESSING_STD: list(stats.std),
+        keys.MIN_SUBGROUP_PATIENTS: thresholds[keys.MIN_SUBGROUP_PATIENTS],
+        keys.MIN_SUBGROUP_EVENTS: thresholds[keys.MIN_SUBGROUP_EVENTS],
+    }
+    replies = exchange.ask(VALIDATE, config, candidate, timeout)
+    sites = {name: by_cell(_metrics(reply)) for name, reply in sorted(replies.items())}
+    result = {
+        "preprocessing": stats.to_json() | {"sites": sorted(sums)},
+        "thresholds": dict(thresholds),
+        "sites": sites,
+        "missing": dict(sorted(exchange.problems.items())),
+    }
+    write_json_atomic(out_dir / VALIDATION_FILE, result)
+    return result
+
+
+def request_feature_names(request: dict[str, ConfigRecordValues]) -> tuple[str, ...]:
+    from fedcare.tasks import get_task
+
+    return tuple(get_task(str(request[keys.TASK])).feature_names)
+
+
+def _well_formed(values: Any, n_features: int) -> bool:
+    """Noised sums of one site: 2F+1 finite numbers (anything else is refused, not combined)."""
+    return (
+        isinstance(values, list)
+        and len(values) == 2 * n_features + 1
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    )
+
+
+def _metrics(reply: Message) -> dict[str, Any]:
+    return dict(reply.content.metric_records[keys.METRICS])
+
+
+def by_cell(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A site's flat reply (``cell/metric``) as {cell: {metric: value}}; an undefined value
+    (NaN, e.g. an AUROC where one class is absent) becomes null."""
+    cells: dict[str, dict[str, Any]] = {}
+    for key, value in sorted(metrics.items()):
+        cell, _, metric = key.rpartition("/")
+        finite = not (isinstance(value, float) and not math.isfinite(value))
+        cells.setdefault(cell, {})[metric] = value if finite else None
+    return cells
+
+
+def _problems(problems: dict[str, str]) -> str:
+    return "; ".join(f"{site}: {why}" for site, why in sorted(problems.items())) or "no replies"

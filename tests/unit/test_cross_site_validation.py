@@ -1,0 +1,88 @@
+"""Cross-site validation, the coordinator's half, with the real ServerApp and real ClientApps
+in one process (tests/inprocess_federation.py): authenticated names, signed ledger heads, the
+federation's statistics, and validation.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedcare import messages as keys
+from fedcare.config import RunConfig
+from fedcare.privacy.ledger import PrivacyLedger
+from fedcare.runtime_keys import CANDIDATE_KEY, MODE_KEY, REGISTRY_KEY, VALIDATE_MODE
+from fedcare.server.app import main as server_main
+from fedcare.server.model_validation import VALIDATION_FILE, ValidationFailed
+from fedcare.tasks import ModelName, get_task
+from fedcare.weights import save_weights
+from tests.inprocess_federation import InProcessGrid, registered_federation
+
+SITES = {11: "cleveland", 22: "hungarian", 33: "va"}
+
+
+def candidate(folder: Path) -> Path:
+    path = folder / "candidate.safetensors"
+    save_weights(path, get_task("heart-disease").build_model(ModelName.LOGREG, seed=3).state_dict())
+    return path
+
+
+def validate(grid: InProcessGrid, out: Path, weights: Path, registry: Path | None) -> dict:
+    from flwr.app import Context, RecordDict
+
+    run_config = RunConfig().to_run_config() | {
+        "out-dir": str(out), "min-sites": len(grid.nodes), MODE_KEY: VALIDATE_MODE,
+        CANDIDATE_KEY: str(weights), REGISTRY_KEY: str(registry) if registry else "",
+    }  # fmt: skip
+    context = Context(
+        run_id=7, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
+    server_main(grid, context)
+    return json.loads((out / VALIDATION_FILE).read_text())
+
+
+def test_every_registered_site_validates_with_the_federations_statistics(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths)
+    result = validate(InProcessGrid(nodes), tmp_path / "out", candidate(tmp_path), registry)
+    assert sorted(result["sites"]) == sorted(SITES.values())
+    assert result["missing"] == {}
+    for cells in result["sites"].values():
+        overall = cells[keys.OVERALL_CELL]
+        assert 0.0 <= overall[keys.AUROC] <= 1.0
+        assert overall[keys.PATIENTS] % keys.COUNT_BUCKET == 0
+    stats = result["preprocessing"]
+    assert stats["sites"] == sorted(SITES.values())
+    assert len(stats["mean"]) == len(stats["std"]) == 13
+    # the statistics were a privacy release: on every site's ledger, and its head kept
+    for name in SITES.values():
+        assert len(PrivacyLedger(tmp_path / "state" / name).read()) == 1
+    heads = json.loads((registry.parent / "ledger-heads.json").read_text())
+    assert sorted(heads) == sorted(SITES.values())
+    assert (tmp_path / "out" / "run.record.json").is_file()
+
+
+def test_a_site_claiming_another_name_is_left_out_and_named(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths, claims={33: "cleveland"})
+    grid = InProcessGrid(nodes)
+    with pytest.raises(ValidationFailed, match="va: claims to be site 'cleveland'"):
+        validate(grid, tmp_path / "out", candidate(tmp_path), registry)
+    assert not (tmp_path / "out" / VALIDATION_FILE).exists()
+
+
+def test_weights_of_another_model_are_refused_before_any_site_is_asked(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    from fedcare.errors import ConfigError
+
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths)
+    wrong = tmp_path / "mlp.safetensors"
+    save_weights(wrong, get_task("heart-disease").build_model(ModelName.MLP, seed=0).state_dict())
+    with pytest.raises(ConfigError, match="not weights of a heart-disease logreg model"):
+        validate(InProcessGrid(nodes), tmp_path / "out", wrong, registry)
+    for name in SITES.values():
+        assert not (tmp_path / "state" / name / "privacy-ledger.jsonl").exists()

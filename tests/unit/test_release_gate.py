@@ -1,0 +1,128 @@
+"""The release gate: every failed criterion, with its site, measured value and limit."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedcare.errors import ConfigError
+from fedcare.server.release_gate import FEDERATION, GatePolicy, judge
+
+STRICT = {
+    "min-sites": 3,
+    "min-auroc": 0.8,
+    "min-auroc-ci-low": 0.7,
+    "calibration-slope": [0.8, 1.2],
+    "max-ece": 0.1,
+    "max-epsilon": 1.0,
+    "max-subgroup-auroc-gap": 0.1,
+}
+
+
+def cells(auroc: float, low: float, slope: float, ece: float, **subgroups: float) -> dict[str, Any]:
+    overall = {"auroc": auroc, "auroc-ci-low": low, "calibration-slope": slope, "ece": ece}
+    return {"all": overall} | {cell: {"auroc": value} for cell, value in subgroups.items()}
+
+
+def version(sites: dict[str, Any] | None, privacy: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "version": "v1",
+        "sites_per_round": {"1": ["cleveland", "hungary"], "2": ["cleveland", "hungary"]},
+        "privacy": privacy if privacy is not None else {
+            "cleveland": {"epsilon": 0.9, "delta": 1e-5},
+            "hungary": {"epsilon": 0.8, "delta": 1e-5},
+        },
+        "validations": [] if sites is None else [{"sites": sites}],
+    }  # fmt: skip
+
+
+GOOD = {
+    "cleveland": cells(0.85, 0.75, 1.0, 0.05, **{"sex=female": 0.84, "sex=male": 0.86}),
+    "hungary": cells(0.9, 0.8, 1.1, 0.04),
+    "va": cells(0.82, 0.71, 0.9, 0.08),
+}
+
+
+def test_a_version_that_meets_every_criterion_passes() -> None:
+    assert judge(GatePolicy.from_mapping(STRICT), version(GOOD)) == []
+
+
+def test_every_failed_criterion_is_listed_with_site_value_and_limit() -> None:
+    sites = {
+        "cleveland": cells(0.85, 0.75, 1.0, 0.05, **{"sex=female": 0.6, "sex=male": 0.9}),
+        "hungary": cells(0.7, 0.6, 1.5, 0.2),
+    }
+    privacy = {
+        "cleveland": {"epsilon": 0.9, "delta": 1e-5},
+        "hungary": {"epsilon": 3.0, "delta": 1e-5},
+    }
+    failures = {
+        (f.site, f.criterion): f
+        for f in judge(GatePolicy.from_mapping(STRICT), version(sites, privacy))
+    }
+    assert set(failures) == {
+        (FEDERATION, "validating sites"),
+        ("hungary", "AUROC"),
+        ("hungary", "AUROC 95% CI lower bound"),
+        ("hungary", "calibration slope"),
+        ("hungary", "ECE"),
+        ("hungary", "epsilon"),
+        ("cleveland", "subgroup AUROC gap (sex)"),
+    }
+    assert str(failures[("hungary", "AUROC")]) == "hungary: AUROC = 0.7, limit >= 0.8"
+    assert failures[("cleveland", "subgroup AUROC gap (sex)")].measured == pytest.approx(0.3)
+    assert str(failures[("hungary", "epsilon")]) == "hungary: epsilon = 3, limit <= 1"
+
+
+@pytest.mark.parametrize(
+    ("criterion", "value", "limit"),
+    [("min-auroc", 0.85, "AUROC"), ("max-ece", 0.05, "ECE"), ("min-sites", 4, "validating sites")],
+)
+def test_each_limit_is_a_boundary(criterion: str, value: float, limit: str) -> None:
+    """At the limit a site passes; a hair beyond it fails."""
+    at = GatePolicy.from_mapping({criterion: value})
+    site = {"cleveland": cells(0.85, 0.7, 1.0, 0.05)}
+    sites = site if criterion != "min-sites" else {f"s{i}": site["cleveland"] for i in range(4)}
+    assert judge(at, version(sites)) == []
+    beyond = value + 0.001 if criterion != "max-ece" else value - 0.001
+    beyond = int(value) + 1 if criterion == "min-sites" else beyond
+    assert [
+        f.criterion for f in judge(GatePolicy.from_mapping({criterion: beyond}), version(sites))
+    ] == [limit]
+
+
+def test_a_missing_value_fails_rather_than_passes() -> None:
+    sites = {"va": {"all": {"auroc": None}}}
+    failures = judge(GatePolicy.from_mapping({"min-auroc": 0.5, "max-ece": 0.2}), version(sites))
+    assert [(f.criterion, f.measured) for f in failures] == [("AUROC", None), ("ECE", None)]
+    assert "not measured" in str(failures[0])
+
+
+def test_a_site_trained_without_dp_counts_as_infinite_epsilon() -> None:
+    failures = judge(GatePolicy.from_mapping({"max-epsilon": 10.0}), version(GOOD, privacy={}))
+    assert {f.site for f in failures} == {"cleveland", "hungary"}
+    assert all(f.measured == math.inf for f in failures)
+
+
+def test_no_validation_never_passes() -> None:
+    failures = judge(GatePolicy(), version(None))
+    assert [(f.site, f.criterion) for f in failures] == [(FEDERATION, "validation")]
+
+
+def test_policy_file_errors_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "gate.toml"
+    path.write_text("[gate]\nmin-auroc = 0.7\ncalibration-slope = [0.6, 1.4]\n")
+    assert GatePolicy.load(path) == GatePolicy(min_auroc=0.7, calibration_slope=(0.6, 1.4))
+    for text, message in (
+        ("[gate]\nmin-aurok = 0.7\n", "unknown key 'min-aurok'"),
+        ("[gate]\ncalibration-slope = [1.4, 0.6]\n", "calibration-slope"),
+        ("[gate]\nmax-ece = -1\n", "max-ece"),
+        ("[gate]\nmin-sites = 0\n", "min-sites"),
+        ("[other]\n", "no [gate] table"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+            GatePolicy.load(path)
