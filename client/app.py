@@ -131,7 +131,7 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content.config_records[keys.CONFIG]
     request = RoundRequest.from_record(config)
     global_arrays = msg.content.array_records[keys.ARRAYS]
-    data = load_site_data(request.task, site)  # read once for the evaluation and the training
+    data = load_site_data(request.task, site, request.preprocessing)  # once for both halves
     evaluation: dict[str, float] = {}
     if bool(config.get(keys.EVALUATE_FIRST, False)):
         evaluation = _evaluation(request, data, global_arrays)
@@ -159,7 +159,7 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)
     site = resolve_site(context)
     request = RoundRequest.from_record(msg.content.config_records[keys.CONFIG])
-    data = load_site_data(request.task, site)
+    data = load_site_data(request.task, site, request.preprocessing)
     metrics = _evaluation(request, data, msg.content.array_records[keys.ARRAYS])
     return _reply(msg, site, metrics | {keys.WEIGHT: 1.0}, arrays=None)
 

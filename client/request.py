@@ -9,6 +9,7 @@ from flwr.app import ConfigRecord
 
 from fedcare import messages as keys
 from fedcare.config import AccountantName, Weighting
+from fedcare.feature_stats import FeatureStats
 from fedcare.privacy.budget import DpRequest
 from fedcare.tasks import ModelName
 
@@ -18,6 +19,15 @@ def _number(config: ConfigRecord, key: str, default: float | None = None) -> flo
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ValueError(f"round config {key!r} must be a number, got {value!r}")
     return float(value)
+
+
+def _numbers(config: ConfigRecord, key: str) -> tuple[float, ...]:
+    values = config.get(key)
+    if not isinstance(values, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(f"round config {key!r} must be a list of numbers")
+    return tuple(float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,9 @@ class RoundRequest:
     weighting: Weighting
     proximal_mu: float
     dp: DpRequest | None
+    # The federation's statistics to standardise with (preprocessing = "federation"), or None:
+    # the site's own training statistics.
+    preprocessing: FeatureStats | None = None
 
     @classmethod
     def from_record(cls, config: ConfigRecord) -> RoundRequest:
@@ -46,6 +59,15 @@ class RoundRequest:
                 planned_rounds=int(_number(config, keys.DP_PLANNED_ROUNDS)),
                 accountant=AccountantName(str(config[keys.DP_ACCOUNTANT])),
             )
+        preprocessing = None
+        if keys.PREPROCESSING_MEAN in config or keys.PREPROCESSING_STD in config:
+            from fedcare.tasks import get_task
+
+            preprocessing = FeatureStats(
+                tuple(get_task(str(config[keys.TASK])).feature_names),
+                _numbers(config, keys.PREPROCESSING_MEAN),
+                _numbers(config, keys.PREPROCESSING_STD),
+            )
         return cls(
             task=str(config[keys.TASK]),
             model=ModelName(str(config[keys.MODEL])),
@@ -57,6 +79,7 @@ class RoundRequest:
             weighting=Weighting(str(config[keys.WEIGHTING])),
             proximal_mu=_number(config, keys.PROXIMAL_MU, 0.0),
             dp=dp,
+            preprocessing=preprocessing,
         )
 
     def shuffle_seed(self, site_name: str) -> int:

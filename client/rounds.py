@@ -78,7 +78,11 @@ def train_round(
         except LockTimeoutError as exc:
             raise RoundRefused(keys.REFUSED_BUSY, f"another round holds the site: {exc}") from None
         return _train_locked(
-            request, site, global_state, run_id, data or load_site_data(request.task, site)
+            request,
+            site,
+            global_state,
+            run_id,
+            data or load_site_data(request.task, site, request.preprocessing),
         )
 
 

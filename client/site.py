@@ -16,10 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Context
 
 from fedcare.client.policy import SitePolicy
 from fedcare.errors import ConfigError
+from fedcare.feature_stats import FeatureStats
 from fedcare.tasks import SiteData, get_task
 
 SITE_NAME_KEY = "site-name"
@@ -78,8 +80,24 @@ def resolve_site(context: Context) -> SiteIdentity:
 
 
 @lru_cache(maxsize=8)
-def load_site_data(task_name: str, site: SiteIdentity) -> SiteData:
-    """The site's preprocessed split, read and checked from its file at each call."""
-    return get_task(task_name).load_site(
-        site.name, site.data_path, ignore_columns=site.policy.ignore_columns
+def load_site_data(
+    task_name: str, site: SiteIdentity, stats: FeatureStats | None = None
+) -> SiteData:
+    """The site's preprocessed split, read and checked from its file at each call.
+
+    ``stats``: the federation's statistics (a run with ``preprocessing = "federation"``):
+    the same split, standardised with them instead of the site's own training statistics.
+    """
+    task = get_task(task_name)
+    ignore = site.policy.ignore_columns
+    if stats is None:
+        return task.load_site(site.name, site.data_path, ignore_columns=ignore)
+    train, test = task.split_labelled(site.name, site.data_path, ignore)
+    return SiteData(
+        site=site.name,
+        x_train=stats.standardise(task.encode(train.columns)),
+        y_train=train.labels.astype(np.float32),
+        x_test=stats.standardise(task.encode(test.columns)),
+        y_test=test.labels.astype(np.float32),
+        feature_names=tuple(task.feature_names),
     )

@@ -53,6 +53,19 @@ class Weighting(StrEnum):
     EXAMPLES = "examples"
 
 
+class Preprocessing(StrEnum):
+    """Whose statistics standardise the features a model trains on.
+
+    ``site`` (default; FLamby's protocol): each site its own training rows'. ``federation``:
+    before round 1 every site releases noised sums of its training rows (a Gaussian mechanism
+    on its privacy ledger, :mod:`fedcare.feature_stats`) and all sites standardise with the
+    combined statistics: the model then trains on inputs scaled exactly as a release serves them.
+    """
+
+    SITE = "site"
+    FEDERATION = "federation"
+
+
 class AccountantName(StrEnum):
     """Opacus accountants a site may compute epsilon with; RDP is the conservative default."""
 
@@ -69,6 +82,7 @@ class RunConfig:
     model: ModelName = ModelName.LOGREG
     strategy: StrategyName = StrategyName.FEDYOGI
     weighting: Weighting = Weighting.UNIFORM
+    preprocessing: Preprocessing = Preprocessing.SITE
     rounds: int = 20
     local_epochs: int = 1
     batch_size: int = 8
@@ -96,6 +110,7 @@ class RunConfig:
             ("model", ModelName),
             ("strategy", StrategyName),
             ("weighting", Weighting),
+            ("preprocessing", Preprocessing),
             ("accountant", AccountantName),
         ):
             object.__setattr__(self, name, parse_choice(enum, name, getattr(self, name)))
@@ -219,6 +234,7 @@ class RunConfig:
 
 _FIELD_TYPES: dict[str, type] = {
     "scenario": str, "task": str, "model": str, "strategy": str, "weighting": str,
+    "preprocessing": str,
     "rounds": int, "local_epochs": int, "batch_size": int, "learning_rate": float,
     "proximal_mu": float, "server_learning_rate": float, "seed": int, "dp": bool,
     "target_epsilon": float, "noise_multiplier": float, "max_grad_norm": float, "accountant": str,

@@ -18,6 +18,7 @@ TRAIN_MODE = "train"
 VALIDATE_MODE = "validate"
 CANDIDATE_KEY = "candidate"  # validate: the weights (safetensors) every site scores
 INITIAL_MODEL_KEY = "initial-model"  # train: start from these weights, not a fresh model
+PREPROCESSING_FILE_KEY = "preprocessing-file"  # validate: the statistics the model trained with
 # validate: a subgroup cell with fewer patients, or fewer events or non-events, is not sent.
 MIN_SUBGROUP_PATIENTS_KEY = "min-subgroup-patients"
 MIN_SUBGROUP_EVENTS_KEY = "min-subgroup-events"
@@ -27,6 +28,7 @@ RUNTIME_KEYS = frozenset(
     {
         OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY, REGISTRY_KEY, MODE_KEY, CANDIDATE_KEY,
         INITIAL_MODEL_KEY, MIN_SUBGROUP_PATIENTS_KEY, MIN_SUBGROUP_EVENTS_KEY,
+        PREPROCESSING_FILE_KEY,
     }
 )  # fmt: skip
 ROUNDS_FILE = "rounds.json"
@@ -41,6 +43,7 @@ def default_runtime_config() -> dict[str, str | int]:
         MODE_KEY: TRAIN_MODE,
         CANDIDATE_KEY: "",
         INITIAL_MODEL_KEY: "",
+        PREPROCESSING_FILE_KEY: "",
         MIN_SUBGROUP_PATIENTS_KEY: DEFAULT_MIN_SUBGROUP_PATIENTS,
         MIN_SUBGROUP_EVENTS_KEY: DEFAULT_MIN_SUBGROUP_EVENTS,
     }

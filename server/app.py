@@ -17,6 +17,7 @@ passes none (no authentication there; see :mod:`fedcare.server.tracking`).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from flwr.superlink.grid.http_grid import HttpGrid
 
 from fedcare import messages as keys
 from fedcare.atomic import write_json_atomic
-from fedcare.config import RunConfig
+from fedcare.config import Preprocessing, RunConfig
 from fedcare.errors import ConfigError
 from fedcare.privacy.secure_aggregation import SecAggSettings
 from fedcare.run_record import RunRecord
@@ -41,6 +42,7 @@ from fedcare.runtime_keys import (
     MIN_SUBGROUP_PATIENTS_KEY,
     MODE_KEY,
     OUT_DIR_KEY,
+    PREPROCESSING_FILE_KEY,
     REGISTRY_KEY,
     ROUNDS_FILE,
     RUNTIME_KEYS,
@@ -50,7 +52,12 @@ from fedcare.runtime_keys import (
 from fedcare.server import progress
 from fedcare.server.grids import ResponsiveGrid
 from fedcare.server.ledger_heads import HEADS_FILE, LedgerHeads
-from fedcare.server.model_validation import validate_candidate
+from fedcare.server.model_validation import (
+    PREPROCESSING_FILE,
+    connect,
+    federation_statistics,
+    validate_candidate,
+)
 from fedcare.server.round_loop import run_rounds
 from fedcare.server.secure_aggregation import SecureAggregationGrid
 from fedcare.server.site_registry import SiteRegistry
@@ -77,6 +84,7 @@ class ServerSettings:
     mode: str = TRAIN_MODE
     candidate: Path | None = None  # validate mode: the weights the sites score
     initial_model: Path | None = None  # train mode: start from these weights
+    preprocessing_file: Path | None = None  # validate mode: the statistics it trained with
     min_subgroup_patients: int = DEFAULT_MIN_SUBGROUP_PATIENTS
     min_subgroup_events: int = DEFAULT_MIN_SUBGROUP_EVENTS
 
@@ -113,6 +121,7 @@ class ServerSettings:
             mode=mode,
             candidate=candidate,
             initial_model=_optional_path(values, INITIAL_MODEL_KEY),
+            preprocessing_file=_optional_path(values, PREPROCESSING_FILE_KEY),
             min_subgroup_patients=thresholds[MIN_SUBGROUP_PATIENTS_KEY],
             min_subgroup_events=thresholds[MIN_SUBGROUP_EVENTS_KEY],
         )
@@ -183,6 +192,17 @@ def main(grid: Grid, context: Context) -> None:
     if settings.mode == VALIDATE_MODE:
         _validate(grid, settings, SiteNames(registry), heads)
         return
+    request = request_config(run)
+    if run.preprocessing is Preprocessing.FEDERATION:  # before SecAgg+: a plain exchange
+        exchange = connect(grid, settings.min_sites, SiteNames(registry), heads)
+        stats, record = federation_statistics(
+            exchange, request, settings.min_sites, REPLY_TIMEOUT_S
+        )
+        write_json_atomic(settings.out_dir / PREPROCESSING_FILE, record)
+        request |= {
+            keys.PREPROCESSING_MEAN: list(stats.mean),
+            keys.PREPROCESSING_STD: list(stats.std),
+        }
     history: list[RoundRecord] = []
 
     def on_round(record: RoundRecord) -> None:
@@ -197,8 +217,8 @@ def main(grid: Grid, context: Context) -> None:
     strategy = SiteTracking(inner, on_round, rules, registry=registry, heads=heads)
     arrays = run_rounds(
         strategy, grid, initial, run.rounds,
-        train_config=ConfigRecord(request_config(run)),
-        evaluate_config=ConfigRecord(request_config(run)),
+        train_config=ConfigRecord(request),
+        evaluate_config=ConfigRecord(request),
         timeout=REPLY_TIMEOUT_S,
         fold=True,
     )  # fmt: skip
@@ -218,8 +238,11 @@ def _validate(
             f"{settings.candidate}: not weights of a {settings.run.task} "
             f"{settings.run.model} model ({type(exc).__name__})"
         ) from None
+    preprocessing = None
+    if settings.preprocessing_file is not None:
+        preprocessing = json.loads(settings.preprocessing_file.read_text(encoding="utf-8"))
     validate_candidate(
-        grid,
+        connect(grid, settings.min_sites, names, heads),
         to_record(model),
         request_config(settings.run),
         {
@@ -227,8 +250,7 @@ def _validate(
             keys.MIN_SUBGROUP_EVENTS: settings.min_subgroup_events,
         },
         settings.min_sites,
-        names,
-        heads,
         settings.out_dir,
         timeout=REPLY_TIMEOUT_S,
+        preprocessing=preprocessing,
     )

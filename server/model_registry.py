@@ -35,6 +35,7 @@ HEAD_FILE = "registry.head.json"
 VERSIONS_DIR = "versions"
 WEIGHTS_FILE = "global_model.safetensors"
 SUMMARY_FILE = "summary.json"  # a simulation run folder's (fedcare.simulations)
+PREPROCESSING_FILE = "preprocessing.json"  # a run's federation statistics (server.app)
 VERSION = "version"
 VALIDATION = "validation"
 RELEASE = "release"
@@ -81,6 +82,14 @@ def _privacy(run_dir: Path, rounds: list[dict[str, Any]]) -> dict[str, dict[str,
             delta = record.get("delta", {}).get(site)
             result[site] = {"epsilon": float(epsilon), "delta": delta}
     return dict(sorted(result.items()))
+
+
+def _training_preprocessing(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / PREPROCESSING_FILE
+    if not path.is_file():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return record
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,8 @@ class ModelRegistry:
                 str(r["round"]): _contributors(r) for r in rounds if int(r["round"]) > 0
             },
             "privacy": _privacy(run_dir, rounds),
+            # the federation's statistics it trained with (preprocessing = "federation")
+            "preprocessing": _training_preprocessing(run_dir),
             "weights_sha256": weights_sha,
         }
         target = self.root / VERSIONS_DIR / version / WEIGHTS_FILE

@@ -29,13 +29,14 @@ from flwr.serverapp import Grid
 
 from fedcare import messages as keys
 from fedcare.atomic import write_json_atomic
-from fedcare.feature_stats import FeatureStats, combine_for_task
+from fedcare.feature_stats import DEFAULT_NOISE_MULTIPLIER, FeatureStats, combine_for_task
 from fedcare.server.ledger_heads import LedgerHeads
 from fedcare.server.tracking import SiteNames
 
 log = logging.getLogger(__name__)
 
 VALIDATION_FILE = "validation.json"
+PREPROCESSING_FILE = "preprocessing.json"  # a training run's federation statistics
 FEATURE_STATS = keys.FEATURE_STATS_QUERY
 VALIDATE = keys.VALIDATE_QUERY
 NODE_WAIT_S = 300.0
@@ -93,26 +94,18 @@ class SiteExchange:
         return accepted
 
 
-def validate_candidate(
-    grid: Grid,
-    candidate: ArrayRecord,
+def federation_statistics(
+    exchange: SiteExchange,
     request: dict[str, ConfigRecordValues],
-    thresholds: dict[str, int],
     min_sites: int,
-    names: SiteNames,
-    heads: LedgerHeads | None,
-    out_dir: Path,
     timeout: float,
-) -> dict[str, Any]:
-    """Both exchanges (module docstring); writes and returns ``validation.json``'s content."""
-    nodes = _wait_for_sites(grid, min_sites, NODE_WAIT_S)
-    exchange = SiteExchange(grid, nodes, names, heads)
-    stats_replies = exchange.ask(FEATURE_STATS, dict(request), None, timeout)
-    if len(stats_replies) < min_sites:
-        raise ValidationFailed(
-            f"{len(stats_replies)} of {min_sites} sites released feature statistics "
-            f"({_problems(exchange.problems)})"
-        )
+) -> tuple[FeatureStats, dict[str, Any]]:
+    """Every site releases noised sums of its training rows (``query.feature_stats``; each
+    site records the release in its ledger first); returns the combined statistics and what to
+    keep of them (``preprocessing.json``: the statistics, the sites, the privacy cost)."""
+    sigma = DEFAULT_NOISE_MULTIPLIER
+    stats_request = dict(request) | {keys.FEATURE_STATS_NOISE: sigma}
+    stats_replies = exchange.ask(FEATURE_STATS, stats_request, None, timeout)
     sums: dict[str, list[float]] = {}
     for name, reply in stats_replies.items():
         values = _metrics(reply).get(keys.FEATURE_SUMS)
@@ -125,7 +118,35 @@ def validate_candidate(
             f"{len(sums)} of {min_sites} sites released usable feature statistics "
             f"({_problems(exchange.problems)})"
         )
-    stats: FeatureStats = combine_for_task(str(request[keys.TASK]), list(sums.values()))
+    stats = combine_for_task(str(request[keys.TASK]), list(sums.values()))
+    return stats, stats.to_json() | {"sites": sorted(sums), "privacy": statistics_privacy(sigma)}
+
+
+def connect(
+    grid: Grid, min_sites: int, names: SiteNames, heads: LedgerHeads | None
+) -> SiteExchange:
+    """An exchange with every connected site, once at least ``min_sites`` are."""
+    return SiteExchange(grid, _wait_for_sites(grid, min_sites, NODE_WAIT_S), names, heads)
+
+
+def validate_candidate(
+    exchange: SiteExchange,
+    candidate: ArrayRecord,
+    request: dict[str, ConfigRecordValues],
+    thresholds: dict[str, int],
+    min_sites: int,
+    out_dir: Path,
+    timeout: float,
+    preprocessing: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Both exchanges (module docstring); writes and returns ``validation.json``'s content.
+
+    ``preprocessing``: the statistics the candidate was trained with (a run with
+    ``preprocessing = "federation"``); the sites then release none again."""
+    if preprocessing is None:
+        stats, record = federation_statistics(exchange, request, min_sites, timeout)
+    else:
+        stats, record = FeatureStats.from_json(preprocessing), preprocessing
     config = dict(request) | {
         keys.PREPROCESSING_MEAN: list(stats.mean),
         keys.PREPROCESSING_STD: list(stats.std),
@@ -135,13 +156,26 @@ def validate_candidate(
     replies = exchange.ask(VALIDATE, config, candidate, timeout)
     sites = {name: by_cell(_metrics(reply)) for name, reply in sorted(replies.items())}
     result = {
-        "preprocessing": stats.to_json() | {"sites": sorted(sums)},
+        "preprocessing": record,
         "thresholds": dict(thresholds),
         "sites": sites,
         "missing": dict(sorted(exchange.problems.items())),
     }
     write_json_atomic(out_dir / VALIDATION_FILE, result)
     return result
+
+
+def statistics_privacy(sigma: float) -> dict[str, float | str]:
+    """What releasing the statistics cost each site, as its ledger accounts it: one Gaussian
+    mechanism of noise multiplier ``sigma`` (ε shown at δ = 1e-5; each site's ledger holds the
+    event at its own δ, and ``fedcare privacy report`` shows its ε)."""
+    from fedcare.config import AccountantName
+    from fedcare.privacy.accounting import epsilon_from_events
+    from fedcare.privacy.events import GAUSSIAN_KIND, PrivacyEvent
+
+    event = PrivacyEvent("statistics", 0, sigma, 1.0, 1, 1e-5, 1.0, "", kind=GAUSSIAN_KIND)
+    epsilon = epsilon_from_events([event], 1e-5, AccountantName.RDP)
+    return {"mechanism": "gaussian", "noise_multiplier": sigma, "epsilon_at_delta_1e-5": epsilon}
 
 
 def request_feature_names(request: dict[str, ConfigRecordValues]) -> tuple[str, ...]:

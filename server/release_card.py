@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from fedcare.messages import OVERALL_CELL, PATIENTS
-from fedcare.server.release_gate import GatePolicy
+from fedcare.server.release_gate import GatePolicy, validated_sites
 
 SIZE_BUCKETS = (50, 100, 250, 500, 1000)
 
@@ -78,7 +78,11 @@ def model_card(view: dict[str, Any], gate: GatePolicy) -> dict[str, Any]:
         "validation": {
             "validated_at": validation["validated_at"],
             "sites": sites,
-            "not_validated": validation.get("missing", {}),
+            "not_validated": validation.get("missing", {})
+            | {
+                site: "too few patients, events or non-events in its test set to report"
+                for site in sorted(set(sites) - set(validated_sites(sites)))
+            },
             "thresholds": validation.get("thresholds", {}),
         },
         "gate": {"policy": gate.to_json(), "verdict": "passed"},

@@ -4,7 +4,7 @@ The owner writes the policy once (TOML, ``[gate]`` table); every key is optional
 key checks nothing::
 
     [gate]
-    min-sites = 3                  # sites whose validation came back
+    min-sites = 3                  # sites that validated (reported their whole test set)
     min-auroc = 0.70               # each site's AUROC (point estimate)
     min-auroc-ci-low = 0.60        # each site's lower 95 % bound
     calibration-slope = [0.6, 1.4] # each site's calibration slope within this range
@@ -128,11 +128,19 @@ def _subgroup_gaps(cells: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {g: max(v) - min(v) for g, v in sorted(by_grouping.items()) if len(v) >= 2}
 
 
+def validated_sites(replied: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The sites that reported their whole test set. A site whose test set is under its
+    minimum cell (too few patients, events or non-events) sends no overall cell: it did not
+    validate the model, and counts towards no criterion (the model card names it)."""
+    return {site: cells for site, cells in replied.items() if keys.OVERALL_CELL in cells}
+
+
 def judge(policy: GatePolicy, view: dict[str, Any]) -> list[Failure]:
     """Every failed criterion of ``policy`` for the registry version ``view`` (empty = pass)."""
     failures: list[Failure] = []
     validation = view["validations"][-1] if view["validations"] else None
-    sites: dict[str, dict[str, dict[str, Any]]] = validation["sites"] if validation else {}
+    replied: dict[str, dict[str, dict[str, Any]]] = validation["sites"] if validation else {}
+    sites = validated_sites(replied)
     if policy.min_sites is not None and len(sites) < policy.min_sites:
         failures.append(
             Failure(FEDERATION, "validating sites", len(sites), f">= {policy.min_sites}")

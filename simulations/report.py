@@ -12,6 +12,7 @@ from fedcare.client.policy import SitePolicy
 from fedcare.config import RunConfig
 from fedcare.metrics import BinaryMetrics
 from fedcare.privacy.accounting import default_delta, epsilon_from_events
+from fedcare.privacy.events import GAUSSIAN_KIND
 from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.simulations.baselines import BaselineResult
 from fedcare.tasks import SiteData
@@ -83,14 +84,16 @@ def privacy_summary(
         events = PrivacyLedger(state_dirs[site.site]).read()
         delta = policies[site.site].delta or default_delta(site.n_train)
         deltas.append(delta)
-        last = events[-1] if events else None
+        rounds = [e for e in events if e.kind != GAUSSIAN_KIND]  # not the statistics' release
+        last = rounds[-1] if rounds else None
         report[site.site] = {
-            "epsilon": epsilon_from_events(events, delta, config.accountant),
+            "epsilon": epsilon_from_events(events, delta, config.accountant),  # every event
             "delta": delta,
             "noise_multiplier": last.noise_multiplier if last else None,
             "sample_rate": last.sample_rate if last else None,
-            "steps": sum(e.steps for e in events),
-            "rounds_trained": len(events),
+            "steps": sum(e.steps for e in rounds),
+            "rounds_trained": len(rounds),
+            "statistics_releases": len(events) - len(rounds),
             "max_epsilon": policies[site.site].max_epsilon,
         }
     return {"delta": max(deltas), "accountant": str(config.accountant), "sites": report}

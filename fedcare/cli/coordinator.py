@@ -68,6 +68,10 @@ def coordinator_run(
     dp: Annotated[bool | None, typer.Option("--dp/--no-dp")] = None,
     target_epsilon: Annotated[float | None, typer.Option()] = None,
     secure_aggregation: SecureAggregationOption = None,
+    preprocessing: Annotated[
+        str | None,
+        typer.Option(help="site (own statistics) or federation (noised, on each ledger)."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to follow the run.")] = 3600.0,
 ) -> None:
     """Submit a fedcare run to the federation and follow it round by round."""
@@ -78,7 +82,7 @@ def coordinator_run(
     run_config = run_or_exit(
         lambda: load_config(config).replace(
             rounds=rounds, strategy=strategy, dp=dp, target_epsilon=target_epsilon,
-            secure_aggregation=secure_aggregation,
+            secure_aggregation=secure_aggregation, preprocessing=preprocessing,
         )
     )  # fmt: skip
     coordinator = Coordinator(folder)

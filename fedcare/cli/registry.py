@@ -16,7 +16,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fedcare.cli.common import console, err_console, quiet_environment, run_or_exit
+from fedcare.cli.common import (
+    configure_logging,
+    console,
+    err_console,
+    quiet_environment,
+    run_or_exit,
+)
 from fedcare.errors import ConfigError, ExitCode, FedcareError
 
 registry_app = typer.Typer(
@@ -122,11 +128,15 @@ def _print_validation(validation: dict[str, Any]) -> None:
     for site, cells in validation["sites"].items():
         for cell, m in sorted(cells.items(), key=lambda item: item[0] != "all"):
             table.add_row(
-                site if cell == "all" else f"  {cell}", f"~{m.get('patients', '?')}", _ci(m),
+                site if cell == "all" else f"  {cell}", _count(m.get("patients")), _ci(m),
                 _f(m.get("accuracy")), _f(m.get("sensitivity")), _f(m.get("specificity")),
                 _f(m.get("brier")), _f(m.get("calibration-slope")), _f(m.get("ece")),
             )  # fmt: skip
     console.print(table)
+
+
+def _count(value: Any) -> str:
+    return "?" if not isinstance(value, int | float) else f"~{value:.0f}"
 
 
 def _f(value: Any) -> str:
@@ -178,16 +188,27 @@ def registry_validate(
 ) -> None:
     """Every site scores the version on its own held-out patients; only aggregates return."""
     quiet_environment()
+    configure_logging(verbose=False)
     if (coordinator is None) == (not simulate):
         run_or_exit(_raise(ConfigError("give exactly one of --coordinator DIR or --simulate")))
     reg = _registry(registry)
     view = run_or_exit(lambda: reg.get(version))
     weights = run_or_exit(lambda: reg.weights(version))
+    from fedcare.atomic import write_json_atomic
     from fedcare.config import RunConfig
-    from fedcare.runtime_keys import CANDIDATE_KEY, MODE_KEY, VALIDATE_MODE
+    from fedcare.runtime_keys import (
+        CANDIDATE_KEY,
+        MODE_KEY,
+        PREPROCESSING_FILE_KEY,
+        VALIDATE_MODE,
+    )
 
     config = run_or_exit(lambda: RunConfig.from_run_config(view["run"]["config"]))
     runtime = {MODE_KEY: VALIDATE_MODE, CANDIDATE_KEY: str(weights)}
+    if view.get("preprocessing"):  # trained with the federation's statistics: reuse them
+        path = weights.parent / "preprocessing.json"  # rewritten from the chained entry
+        write_json_atomic(path, view["preprocessing"])
+        runtime[PREPROCESSING_FILE_KEY] = str(path)
     started = time.perf_counter()
     if coordinator is not None:
         result = run_or_exit(
@@ -201,10 +222,18 @@ def registry_validate(
         )
     entry = run_or_exit(lambda: reg.add_validation(version, result))
     _print_validation(entry)
+    from fedcare.server.release_gate import validated_sites
+
     for site, why in entry.get("missing", {}).items():
         console.print(f"[yellow]  {site} sent no validation: {why}[/]")
+    validated = validated_sites(entry["sites"])
+    for site in sorted(set(entry["sites"]) - set(validated)):
+        console.print(
+            f"[yellow]  {site}: too few patients, events or non-events in its test set to "
+            "report (its minimum cell); it did not validate the model[/]"
+        )
     seconds = time.perf_counter() - started
-    console.print(f"validated {version} at {len(entry['sites'])} site(s) in {seconds:.0f} s")
+    console.print(f"validated {version} at {len(validated)} site(s) in {seconds:.0f} s")
 
 
 def _raise(exc: FedcareError) -> Any:

@@ -39,6 +39,10 @@ def simulate(
     ] = None,
     model: Annotated[str | None, typer.Option(help="logreg or mlp.")] = None,
     weighting: Annotated[str | None, typer.Option(help="uniform or examples.")] = None,
+    preprocessing: Annotated[
+        str | None,
+        typer.Option(help="site (own statistics) or federation (noised, on each ledger)."),
+    ] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Local SGD learning rate.")] = None,
@@ -93,6 +97,7 @@ def simulate(
     run_config = run_or_exit(
         lambda: load_config(config).replace(
             rounds=rounds, strategy=strategy, model=model, weighting=weighting,
+            preprocessing=preprocessing,
             local_epochs=local_epochs, batch_size=batch_size, learning_rate=learning_rate,
             server_learning_rate=server_learning_rate, proximal_mu=proximal_mu, seed=seed,
             scenario=scenario, dp=dp, target_epsilon=target_epsilon,

@@ -86,3 +86,62 @@ def test_weights_of_another_model_are_refused_before_any_site_is_asked(
         validate(InProcessGrid(nodes), tmp_path / "out", wrong, registry)
     for name in SITES.values():
         assert not (tmp_path / "state" / name / "privacy-ledger.jsonl").exists()
+
+
+def test_a_federation_preprocessed_run_trains_and_validates_with_one_statistics_release(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    """preprocessing = "federation": the sites release their statistics once, before round
+    1 (on their ledgers), train and evaluate with them, and validation reuses them."""
+    from fedcare.client.site import SiteIdentity, load_site_data
+    from fedcare.config import Preprocessing
+    from fedcare.feature_stats import FeatureStats
+    from fedcare.privacy.events import GAUSSIAN_KIND
+    from fedcare.runtime_keys import PREPROCESSING_FILE_KEY
+    from fedcare.server.model_registry import ModelRegistry
+    from tests.inprocess_federation import run_server
+
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths)
+    grid = InProcessGrid(nodes)
+    config = RunConfig(
+        rounds=1, preprocessing=Preprocessing.FEDERATION, dp=True, target_epsilon=5.0
+    )
+    rounds = run_server(grid, config, tmp_path / "run", **{REGISTRY_KEY: str(registry)})
+    assert len(rounds) == 2 and all(len(r["sites"]) == 3 for r in rounds)
+    record = json.loads((tmp_path / "run" / "preprocessing.json").read_text())
+    assert (
+        record["sites"] == sorted(SITES.values()) and record["privacy"]["noise_multiplier"] == 4.0
+    )
+    kinds = [e.kind for e in PrivacyLedger(tmp_path / "state" / "va").read()]
+    assert kinds == [GAUSSIAN_KIND, "dp-sgd"]  # the release first, then the round
+    # a site standardises with the federation's statistics, not its own
+    stats = FeatureStats.from_json(record)
+    node = next(n for n in nodes.values() if n.node_config["site-name"] == "va")
+    site = SiteIdentity.from_mapping(node.node_config)
+    own, federated = (
+        load_site_data("heart-disease", site),
+        load_site_data("heart-disease", site, stats),
+    )
+    assert federated.x_train.shape == own.x_train.shape
+    assert abs(float(own.x_train.mean())) < 1e-4 < abs(float(federated.x_train.mean()))
+    # registered with its statistics; validation reuses them: no second release
+    version = ModelRegistry(tmp_path / "registry").add(tmp_path / "run")
+    assert version["preprocessing"]["mean"] == record["mean"]
+    (tmp_path / "stats.json").write_text(json.dumps(record))
+    from flwr.app import Context, RecordDict
+
+    run_config = config.to_run_config() | {
+        "out-dir": str(tmp_path / "validation"), "min-sites": 3, MODE_KEY: VALIDATE_MODE,
+        CANDIDATE_KEY: str(tmp_path / "run" / "global_model.safetensors"),
+        REGISTRY_KEY: str(registry), PREPROCESSING_FILE_KEY: str(tmp_path / "stats.json"),
+    }  # fmt: skip
+    server_main(
+        grid,
+        Context(run_id=8, node_id=0, node_config={}, state=RecordDict(), run_config=run_config),
+    )
+    result = json.loads((tmp_path / "validation" / VALIDATION_FILE).read_text())
+    assert result["preprocessing"]["mean"] == record["mean"]
+    assert sorted(result["sites"]) == sorted(SITES.values())
+    for name in SITES.values():
+        kinds = [e.kind for e in PrivacyLedger(tmp_path / "state" / name).read()]
+        assert kinds.count(GAUSSIAN_KIND) == 1, (name, kinds)

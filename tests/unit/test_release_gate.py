@@ -126,3 +126,14 @@ def test_policy_file_errors_name_the_key(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
             GatePolicy.load(path)
+
+
+def test_a_site_too_small_to_report_counts_for_nothing() -> None:
+    """A site whose whole test set is under its minimum cell sends no overall cell: it did
+    not validate the model, so it neither fails a per-site criterion nor counts as a site."""
+    sites = dict(GOOD) | {"switzerland": {"sex=male": {"auroc": 0.1}}}
+    policy = GatePolicy.from_mapping(STRICT | {"min-sites": 4})
+    failures = judge(policy, version(sites))
+    assert [(f.site, f.criterion, f.measured) for f in failures] == [
+        (FEDERATION, "validating sites", 3)
+    ]
