@@ -41,9 +41,12 @@ test: $(TEST_STAMP) audit
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(BIN)/python tests/mutation/run.py --quick
 
+# The benchmarks; `bench serve` needs the bench extra (KServe, the reference row).
 bench: $(RUNTIME_STAMP)
+	$(PIP) install $(PIP_FLAGS) -e '.[bench]'
 	$(BIN)/fedcare bench dp
 	$(BIN)/fedcare bench latency
+	$(BIN)/fedcare bench serve
 
 # Security lint of the installed package: any high-severity finding fails (see [tool.bandit]).
 PACKAGE_DIRS := fedcare server client privacy simulations

@@ -68,6 +68,7 @@ from fedcare.tasks import get_task
 from fedcare.weights import read_weights, save_weights, to_record
 
 WEIGHTS_FILE = "global_model.safetensors"
+PRIVACY_FILE = "privacy.json"  # deployed runs: each site's last signed ledger head
 REPLY_TIMEOUT_S = 3600.0
 
 app = ServerApp()
@@ -223,6 +224,9 @@ def main(grid: Grid, context: Context) -> None:
         fold=True,
     )  # fmt: skip
     save_weights(settings.out_dir / WEIGHTS_FILE, arrays.to_torch_state_dict())
+    if heads is not None:  # deployed: what each site's signed ledger head says it spent
+        sites = sorted({s for r in history for s in (*r.sites, *r.epsilon, *r.train_loss)})
+        write_json_atomic(settings.out_dir / PRIVACY_FILE, heads.privacy_record(sites))
 
 
 def _validate(

@@ -25,7 +25,7 @@ from fedcare import messages as keys
 from fedcare.atomic import write_json_atomic
 from fedcare.errors import ConfigError
 from fedcare.privacy.errors import PrivacyError
-from fedcare.privacy.ledger_signing import LedgerHead, load_public_key, verify_head
+from fedcare.privacy.ledger_signing import HEAD_DELTA, LedgerHead, load_public_key, verify_head
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,21 @@ class LedgerHeads:
     def latest(self, site: str) -> LedgerHead | None:
         entry = self._heads.get(site)
         return LedgerHead.from_json(entry["head"]) if entry else None
+
+    def privacy_record(self, sites: list[str]) -> dict[str, dict[str, Any]]:
+        """Each of ``sites``' latest signed head as the run's privacy record: ε of the site's
+        whole ledger at the heads' fixed δ, signed by the site (ε ∞ as "inf": not private)."""
+        record: dict[str, dict[str, Any]] = {}
+        for site in sites:
+            head = self.latest(site)
+            if head is not None:
+                payload = head.to_json()
+                record[site] = {
+                    "epsilon": payload["epsilon"], "delta": HEAD_DELTA,
+                    "entries": head.entries, "chain": head.chain, "time": head.time,
+                    "signature": self._heads[site]["signature"],
+                }  # fmt: skip
+        return record
 
     def check(self, site: str, record: ConfigRecord | None) -> str | None:
         """Why ``site``'s reply must be refused, or ``None`` (its head is then kept)."""

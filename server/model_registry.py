@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ VERSIONS_DIR = "versions"
 WEIGHTS_FILE = "global_model.safetensors"
 SUMMARY_FILE = "summary.json"  # a simulation run folder's (fedcare.simulations)
 PREPROCESSING_FILE = "preprocessing.json"  # a run's federation statistics (server.app)
+PRIVACY_FILE = "privacy.json"  # a deployed run's signed ledger heads (server.app)
 VERSION = "version"
 VALIDATION = "validation"
 RELEASE = "release"
@@ -54,6 +56,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _epsilon(value: Any) -> float | str:
+    """ε as JSON keeps it: a number, or "inf" (a non-private release; JSON has no infinity)."""
+    number = float(value)
+    return number if math.isfinite(number) else "inf"
+
+
 def _contributors(record: dict[str, Any]) -> list[str]:
     """Sites whose update went into this round's aggregate (a DP reply carries ε, a
     non-private one its training loss; a rejected or refused site contributed nothing)."""
@@ -61,12 +69,14 @@ def _contributors(record: dict[str, Any]) -> list[str]:
     return sorted(sent - set(record.get("rejected", {})) - set(record.get("refused", {})))
 
 
-def _privacy(run_dir: Path, rounds: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+def _privacy(run_dir: Path, rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each site's ε and δ at the end of the run.
 
-    A simulation recomputes them from every site's ledger into ``summary.json``; a deployed
-    run knows what each site reported with its last update (its ε from its whole ledger, at
-    the δ it reported). A site that sent no DP update has no entry: its model is not private.
+    A simulation recomputes them from every site's ledger into ``summary.json``. A deployed
+    run keeps each site's last signed ledger head (``privacy.json``): ε of its whole ledger at
+    the heads' fixed δ, signed with the site key. Failing both, the ε each site reported with
+    its updates, at a δ it did not report (null). A site that trained without DP has ε ∞
+    (``"inf"``); a site with no entry sent no DP update.
     """
     summary_path = run_dir / SUMMARY_FILE
     if summary_path.is_file():
@@ -76,6 +86,13 @@ def _privacy(run_dir: Path, rounds: list[dict[str, Any]]) -> dict[str, dict[str,
                 site: {"epsilon": float(v["epsilon"]), "delta": float(v["delta"])}
                 for site, v in sorted(privacy["sites"].items())
             }
+    heads_path = run_dir / PRIVACY_FILE
+    if heads_path.is_file():
+        heads = json.loads(heads_path.read_text(encoding="utf-8"))
+        return {
+            site: {"epsilon": _epsilon(head["epsilon"]), "delta": float(head["delta"])}
+            for site, head in sorted(heads.items())
+        }
     result: dict[str, dict[str, float | None]] = {}
     for record in rounds:
         for site, epsilon in record.get("epsilon", {}).items():

@@ -139,6 +139,7 @@ def run_federation(
     policies: dict[str, SitePolicy],
     on_round: Callable[[RoundRecord, int], None] | None = None,
     attacks: Mapping[str, Attack] | None = None,
+    runtime: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Simulate the federation; returns the per-round records the ServerApp wrote.
 
@@ -149,7 +150,7 @@ def run_federation(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
     shutil.rmtree(out_dir / SITES_DIR, ignore_errors=True)
-    run_config = simulation_run_config(config, scenario, out_dir, policies)
+    run_config = simulation_run_config(config, scenario, out_dir, policies) | dict(runtime or {})
     clients = adversarial_client_app(attacks) if attacks else client_app
     unsubscribe = progress.subscribe(on_round) if on_round else None
     try:

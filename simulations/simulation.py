@@ -10,6 +10,7 @@ from fedcare.atomic import write_json_atomic
 from fedcare.client.policy import DEFAULT_MAX_EPSILON, SitePolicy
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError
+from fedcare.runtime_keys import INITIAL_MODEL_KEY
 from fedcare.server.tracking import RoundRecord
 from fedcare.simulations.adversaries import Attack
 from fedcare.simulations.baselines import local_baselines, pooled_baseline
@@ -49,12 +50,18 @@ def simulate(
     site_budgets: Mapping[str, float] | None = None,
     site_delta: float | None = None,
     attacks: Mapping[str, Attack] | None = None,
+    initial_model: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the federation and its baselines; write the run folder; return the summary."""
+    """Run the federation and its baselines; write the run folder; return the summary.
+
+    ``initial_model``: weights to start from instead of the seed's fresh model."""
     scenario = get_scenario(config.scenario, config.task)
     sites = load_sites(config, scenario)
     policies = site_policies(config, scenario, site_budgets, site_delta)
-    rounds = run_federation(config, scenario, out_dir, policies, on_round, attacks)
+    if initial_model is not None and not initial_model.is_file():
+        raise ConfigError(f"--initial-model {initial_model}: no such weights file")
+    runtime = {INITIAL_MODEL_KEY: str(initial_model)} if initial_model else {}
+    rounds = run_federation(config, scenario, out_dir, policies, on_round, attacks, runtime)
     task = get_task(config.task)
     summary = build_summary(
         config,

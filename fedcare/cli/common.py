@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -53,8 +53,13 @@ def run_or_exit(action: Callable[[], T]) -> T:
     try:
         return action()
     except FedcareError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=int(exc.exit_code)) from None
+        refuse(exc)
+
+
+def refuse(exc: FedcareError) -> NoReturn:
+    """One line on stderr (``error: ...``) and ``exc``'s documented exit code."""
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=int(exc.exit_code))
 
 
 def end_of_run(

@@ -13,6 +13,7 @@ from fedcare.cli.common import (
     console,
     end_of_run,
     quiet_environment,
+    refuse,
     run_or_exit,
 )
 
@@ -72,6 +73,14 @@ def coordinator_run(
         str | None,
         typer.Option(help="site (own statistics) or federation (noised, on each ledger)."),
     ] = None,
+    initial_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from these weights (e.g. a registry version's); the registry then "
+            "names that version as the new one's parent.",
+            resolve_path=True,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to follow the run.")] = 3600.0,
 ) -> None:
     """Submit a fedcare run to the federation and follow it round by round."""
@@ -87,7 +96,14 @@ def coordinator_run(
     )  # fmt: skip
     coordinator = Coordinator(folder)
     started = time.perf_counter()
-    out = run_or_exit(lambda: coordinator.submit(run_config, min_sites))
+    from fedcare.runtime_keys import INITIAL_MODEL_KEY
+
+    if initial_model is not None and not initial_model.is_file():
+        from fedcare.errors import ConfigError
+
+        refuse(ConfigError(f"--initial-model {initial_model}: no such weights file"))
+    runtime = {INITIAL_MODEL_KEY: str(initial_model)} if initial_model else {}
+    out = run_or_exit(lambda: coordinator.submit(run_config, min_sites, runtime))
     console.print(f"run submitted -> {out}")
 
     def show(record: dict[str, Any]) -> None:

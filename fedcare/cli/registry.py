@@ -21,9 +21,10 @@ from fedcare.cli.common import (
     console,
     err_console,
     quiet_environment,
+    refuse,
     run_or_exit,
 )
-from fedcare.errors import ConfigError, ExitCode, FedcareError
+from fedcare.errors import ConfigError, ExitCode
 
 registry_app = typer.Typer(
     help="The model owner's registry: versions, validation, release gate, signed bundles.",
@@ -71,11 +72,11 @@ def registry_list(registry: RegistryOption = DEFAULT_REGISTRY) -> None:
                   "max ε", "validated", "released")  # fmt: skip
     for view in views:
         sites = sorted({s for names in view["sites_per_round"].values() for s in names})
-        epsilons = [p["epsilon"] for p in view["privacy"].values()]
+        epsilons = [_as_float(p["epsilon"]) for p in view["privacy"].values()]
         table.add_row(
             view["version"], view["parent"] or "-", view["task"], view["model"],
             view["strategy"], str(view["rounds"]), str(len(sites)),
-            f"{max(epsilons):.2f}" if epsilons else "not private",
+            f"{max(epsilons):.2f}" if epsilons else "not private",  # inf prints as "inf"
             str(len(view["validations"])) if view["validations"] else "no",
             view["releases"][-1]["bundle"] if view["releases"] else "no",
         )  # fmt: skip
@@ -111,7 +112,8 @@ def registry_show(
     )
     for site, privacy in view["privacy"].items():
         delta = "not reported" if privacy["delta"] is None else f"{privacy['delta']:.2g}"
-        console.print(f"  privacy {site:<9} ε {privacy['epsilon']:.3f}, δ {delta}")
+        epsilon = _as_float(privacy["epsilon"])
+        console.print(f"  privacy {site:<9} ε {epsilon:.3f}, δ {delta}")
     if not view["privacy"]:
         console.print("  privacy           none: trained without DP")
     for validation in view["validations"]:
@@ -133,6 +135,10 @@ def _print_validation(validation: dict[str, Any]) -> None:
                 _f(m.get("brier")), _f(m.get("calibration-slope")), _f(m.get("ece")),
             )  # fmt: skip
     console.print(table)
+
+
+def _as_float(value: Any) -> float:
+    return float(value)  # "inf" (not private) included
 
 
 def _count(value: Any) -> str:
@@ -190,7 +196,7 @@ def registry_validate(
     quiet_environment()
     configure_logging(verbose=False)
     if (coordinator is None) == (not simulate):
-        run_or_exit(_raise(ConfigError("give exactly one of --coordinator DIR or --simulate")))
+        refuse(ConfigError("give exactly one of --coordinator DIR or --simulate"))
     reg = _registry(registry)
     view = run_or_exit(lambda: reg.get(version))
     weights = run_or_exit(lambda: reg.weights(version))
@@ -234,13 +240,6 @@ def registry_validate(
         )
     seconds = time.perf_counter() - started
     console.print(f"validated {version} at {len(validated)} site(s) in {seconds:.0f} s")
-
-
-def _raise(exc: FedcareError) -> Any:
-    def action() -> None:
-        raise exc
-
-    return action
 
 
 def _validate_deployed(

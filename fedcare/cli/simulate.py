@@ -85,6 +85,14 @@ def simulate(
             "dropout); repeatable."
         ),
     ] = None,
+    initial_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from these weights (e.g. a registry version's); the registry then "
+            "names that version as the new one's parent.",
+            resolve_path=True,
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show Flower's and Ray's logs.")
     ] = False,
@@ -125,6 +133,7 @@ def simulate(
             site_budgets=budgets,
             site_delta=delta,
             attacks=attacks,
+            initial_model=initial_model,
         )
     )
     _print_summary(summary)

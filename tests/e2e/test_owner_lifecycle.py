@@ -73,6 +73,7 @@ def test_train_register_validate_gate_release_verify_and_serve(
             assert overall[keys.PATIENTS] % keys.COUNT_BUCKET == 0  # a bucket, never a count
         assert sorted(shown["privacy"]) == sorted(SITES)
         assert all(0 < p["epsilon"] <= 2.0 for p in shown["privacy"].values())
+        assert all(p["delta"] == 1e-5 for p in shown["privacy"].values())  # signed heads' δ
         # Assert: what each site sent during validation, from its own audit log
         validation_run = json.loads((Path(validation["run_dir"]) / "run.json").read_text())
         for site in SITES:

@@ -127,6 +127,12 @@ def test_a_federation_preprocessed_run_trains_and_validates_with_one_statistics_
     # registered with its statistics; validation reuses them: no second release
     version = ModelRegistry(tmp_path / "registry").add(tmp_path / "run")
     assert version["preprocessing"]["mean"] == record["mean"]
+    # ε and δ per site: its last signed ledger head (whole ledger, at the heads' δ)
+    heads = json.loads((tmp_path / "run" / "privacy.json").read_text())
+    assert sorted(version["privacy"]) == sorted(SITES.values())
+    for name, privacy in version["privacy"].items():
+        assert privacy == {"epsilon": heads[name]["epsilon"], "delta": 1e-5}
+        assert 1.0 < privacy["epsilon"] < 10.0  # the statistics' release and one DP round
     (tmp_path / "stats.json").write_text(json.dumps(record))
     from flwr.app import Context, RecordDict
 
@@ -145,3 +151,30 @@ def test_a_federation_preprocessed_run_trains_and_validates_with_one_statistics_
     for name in SITES.values():
         kinds = [e.kind for e in PrivacyLedger(tmp_path / "state" / name).read()]
         assert kinds.count(GAUSSIAN_KIND) == 1, (name, kinds)
+
+
+def test_a_run_started_from_a_version_is_registered_as_its_child(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    from fedcare.errors import ConfigError
+    from fedcare.runtime_keys import INITIAL_MODEL_KEY
+    from fedcare.server.model_registry import ModelRegistry
+    from tests.inprocess_federation import run_server
+
+    nodes, registry_file = registered_federation(tmp_path, SITES, site_paths)
+    grid = InProcessGrid(nodes)
+    config = RunConfig(rounds=1, dp=True, target_epsilon=5.0)
+    run_server(grid, config, tmp_path / "first", **{REGISTRY_KEY: str(registry_file)})
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.add(tmp_path / "first")
+    start = {REGISTRY_KEY: str(registry_file), INITIAL_MODEL_KEY: str(registry.weights("v1"))}
+    rounds = run_server(grid, config, tmp_path / "second", **start)
+    first = json.loads((tmp_path / "first" / "rounds.json").read_text())
+    assert rounds[0]["sites"] == first[-1]["sites"]  # round 0 of the child is v1 itself
+    child = registry.add(tmp_path / "second")
+    assert child["version"] == "v2" and child["parent"] == "v1"
+    wrong = candidate(tmp_path).with_name("mlp.safetensors")
+    save_weights(wrong, get_task("heart-disease").build_model(ModelName.MLP, seed=0).state_dict())
+    bad = {REGISTRY_KEY: str(registry_file), INITIAL_MODEL_KEY: str(wrong)}
+    with pytest.raises(ConfigError, match="cannot start from these weights"):
+        run_server(grid, config, tmp_path / "third", **bad)
