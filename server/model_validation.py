@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Message, RecordDict
 from flwr.serverapp import Grid
@@ -184,7 +184,7 @@ def request_feature_names(request: dict[str, ConfigRecordValues]) -> tuple[str, 
     return tuple(get_task(str(request[keys.TASK])).feature_names)
 
 
-def _well_formed(values: Any, n_features: int) -> bool:
+def _well_formed(values: Any, n_features: int) -> TypeGuard[list[float]]:
     """Noised sums of one site: 2F+1 finite numbers (anything else is refused, not combined)."""
     return (
         isinstance(values, list)

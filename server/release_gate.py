@@ -23,7 +23,7 @@ import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from fedcare import messages as keys
 from fedcare.errors import ConfigError
@@ -93,7 +93,7 @@ def _checked(where: str, key: str, value: Any) -> Any:
     return float(value)
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -269,9 +269,8 @@ def _validate_simulated(
         )
     scenario = get_scenario(config.scenario, config.task)
     out = version_dir / f"validation-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_validation(
-        config, scenario, out, run_dir, site_policies(config, scenario, None), runtime
-    )
+    policies = site_policies(config, scenario, None)
+    result: dict[str, Any] = run_validation(config, scenario, out, run_dir, policies, runtime)
     return result | {"run_dir": str(out)}
 
 
