@@ -1,16 +1,22 @@
-"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` with grpcio.
+"""The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` with grpcio's
+asyncio server (``grpc.aio``) on its own event loop, in its own thread.
 
 Every RPC but ServerLive and ServerReady (health probes, which reveal nothing) needs an API key
 in the call's metadata (``authorization: Bearer TOKEN``). Inputs may come as typed ``contents``
 or as ``raw_input_contents`` (what tritonclient sends); the output is returned raw, FP32.
+
+Each request's work (key check, decoding, validation, the model) is a few hundred microseconds of
+CPU, so it runs inline on the loop: no hand-off to a thread pool (which cost a sync grpcio server
+about 15 % of its requests/s against KServe's ``grpc.aio`` server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
@@ -55,10 +61,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     def __init__(self, state: ServingState) -> None:
         self.state = state
 
-    def _call(
+    async def _call(
         self,
         endpoint: str,
-        context: grpc.ServicerContext,
+        context: grpc.aio.ServicerContext,
         handler: Callable[[], tuple[R, int]],
         needs_key: bool = True,
     ) -> R:
@@ -67,61 +73,52 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         batch = 0
         try:
             if needs_key:
-                metadata = dict(context.invocation_metadata())
-                key = self.state.authenticate(_str(metadata.get("authorization")))
+                key = self.state.authenticate(_authorization(context))
             result, batch = handler()
         except Unauthenticated as exc:
-            self._abort(context, endpoint, key, started, grpc.StatusCode.UNAUTHENTICATED, exc)
+            code, error = grpc.StatusCode.UNAUTHENTICATED, exc
         except NotFound as exc:
-            self._abort(context, endpoint, key, started, grpc.StatusCode.NOT_FOUND, exc)
+            code, error = grpc.StatusCode.NOT_FOUND, exc
         except InvalidInput as exc:
-            self._abort(context, endpoint, key, started, grpc.StatusCode.INVALID_ARGUMENT, exc)
+            code, error = grpc.StatusCode.INVALID_ARGUMENT, exc
         except Exception:  # a bug, never the request's values: say nothing about them
             log.exception("%s failed", endpoint)
+            code = grpc.StatusCode.INTERNAL
             error = RuntimeError("internal error; see the server's log")
-            self._abort(context, endpoint, key, started, grpc.StatusCode.INTERNAL, error)
-        log_access("grpc", key, endpoint, "OK", batch, started)
-        return result
-
-    def _abort(
-        self,
-        context: grpc.ServicerContext,
-        endpoint: str,
-        key: str | None,
-        started: float,
-        code: grpc.StatusCode,
-        exc: Exception,
-    ) -> None:
+        else:
+            log_access("grpc", key, endpoint, "OK", batch, started)
+            return result
         log_access("grpc", key, endpoint, code.name, 0, started)
-        context.abort(code, str(exc))
+        await context.abort(code, str(error))
+        raise AssertionError("context.abort returned")  # pragma: no cover - it always raises
 
-    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._call(
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._call(
             "ServerLive", context, lambda: (pb.ServerLiveResponse(live=True), 0), needs_key=False
         )
 
-    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         ready = self.state.ready
-        return self._call(
+        return await self._call(
             "ServerReady", context, lambda: (pb.ServerReadyResponse(ready=ready), 0), False
         )
 
-    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def handle() -> tuple[Any, int]:
             self.state.check_model(request.name, request.version)
             return pb.ModelReadyResponse(ready=self.state.ready), 0
 
-        return self._call("ModelReady", context, handle)
+        return await self._call("ModelReady", context, handle)
 
-    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         reply = pb.ServerMetadataResponse(
             name=SERVER_NAME,
             version=self.state.server_version,
             extensions=list(self.state.extensions),
         )
-        return self._call("ServerMetadata", context, lambda: (reply, 0))
+        return await self._call("ServerMetadata", context, lambda: (reply, 0))
 
-    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def handle() -> tuple[Any, int]:
             self.state.check_model(request.name, request.version)
             meta = self.state.metadata()
@@ -134,9 +131,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 reply.outputs.add(**tensor)
             return reply, 0
 
-        return self._call("ModelMetadata", context, handle)
+        return await self._call("ModelMetadata", context, handle)
 
-    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def handle() -> tuple[Any, int]:
             self.state.check_model(request.model_name, request.model_version)
             columns = _columns(request, self.state.max_batch)
@@ -150,11 +147,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             reply.raw_output_contents.append(probability.astype("<f4").tobytes())
             return reply, len(probability)
 
-        return self._call("ModelInfer", context, handle)
+        return await self._call("ModelInfer", context, handle)
 
 
-def _str(value: str | bytes | None) -> str | None:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's ``authorization`` metadata (the first one), or None."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
 
 
 def _columns(request: Any, max_batch: int) -> dict[str, np.ndarray]:
@@ -183,27 +184,56 @@ def _columns(request: Any, max_batch: int) -> dict[str, np.ndarray]:
     return columns
 
 
+class GrpcServer:
+    """A ``grpc.aio`` server running on its own event loop in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server: grpc.aio.Server | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fedcare-grpc")
+        self.thread.daemon = True
+
+    def stop(self, grace: float) -> None:
+        """Stop serving (in-flight calls get ``grace`` seconds), then end the loop's thread."""
+        if self.server is not None and self.thread.is_alive():
+            stopping = asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop)
+            stopping.result(timeout=grace + 10)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+
+
 def start_grpc(
     state: ServingState,
     host: str,
     port: int,
     certificate: bytes,
     private_key: bytes,
-    workers: int = 16,
-) -> tuple[grpc.Server, int]:
+) -> tuple[GrpcServer, int]:
     """Start the TLS gRPC server on ``host:port`` (0: any free port); returns it and its port."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedcare-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
-    credentials = grpc.ssl_server_credentials([(private_key, certificate)])
-    bound = server.add_secure_port(f"{host}:{port}", credentials)
-    if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port} for gRPC (in use?)")
-    server.start()
-    return server, bound
+
+    async def start() -> int:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
+        credentials = grpc.ssl_server_credentials([(private_key, certificate)])
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+        if bound == 0:
+            raise OSError(f"cannot listen on {host}:{port} for gRPC (in use?)")
+        await server.start()
+        running.server = server
+        return int(bound)
+
+    running = GrpcServer()
+    running.thread.start()
+    try:
+        bound = asyncio.run_coroutine_threadsafe(start(), running.loop).result(timeout=30)
+    except BaseException:
+        running.stop(grace=0)
+        raise
+    return running, bound

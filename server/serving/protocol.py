@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +37,8 @@ DATATYPES: dict[str, str] = {
     "UINT32": "<u4",
     "UINT64": "<u8",
 }
+
+_DTYPES = {name: np.dtype(layout) for name, layout in DATATYPES.items()}
 
 access_log = logging.getLogger("fedcare.serve.access")
 
@@ -102,8 +103,7 @@ class ServingState:
         for name in outputs:
             if name != OUTPUT_NAME:
                 raise InvalidInput(name, f"not an output of this model; outputs: {OUTPUT_NAME}")
-        self.model.check_inputs(columns, self.max_batch)
-        return self.model.predict_proba(columns)
+        return self.model.predict_proba(columns, self.max_batch)  # checks every input first
 
 
 def decode_tensor(
@@ -115,23 +115,24 @@ def decode_tensor(
         raise InvalidInput(
             name, f"datatype {datatype!r} not accepted; use FP32 (or {', '.join(DATATYPES)})"
         )
-    dims = [int(d) for d in shape]
-    if len(dims) not in (1, 2) or (len(dims) == 2 and dims[1] != 1) or any(d < 0 for d in dims):
+    dims = list(map(int, shape))
+    rows = dims[0] if dims else -1
+    if rows < 0 or len(dims) > 2 or (len(dims) == 2 and dims[1] != 1):
         raise InvalidInput(name, f"shape {dims}; expected [n] or [n, 1]")
-    if dims[0] > max_batch:
-        raise InvalidInput(name, f"batch of {dims[0]} rows exceeds the maximum of {max_batch}")
-    if values.size != math.prod(dims):
-        raise InvalidInput(name, f"shape {dims} holds {math.prod(dims)} values, got {values.size}")
-    return values.reshape(dims[0])
+    if rows > max_batch:
+        raise InvalidInput(name, f"batch of {rows} rows exceeds the maximum of {max_batch}")
+    if values.size != rows:  # [n] and [n, 1] both hold n values
+        raise InvalidInput(name, f"shape {dims} holds {rows} values, got {values.size}")
+    return values if values.ndim == 1 else values.reshape(rows)
 
 
 def decode_raw(
     name: str, datatype: str, shape: Iterable[int], raw: bytes, max_batch: int
 ) -> np.ndarray:
     """A tensor sent as raw bytes (gRPC ``raw_input_contents``, REST binary extension)."""
-    if datatype not in DATATYPES:
+    dtype = _DTYPES.get(datatype)
+    if dtype is None:
         return decode_tensor(name, datatype, shape, np.zeros(0), max_batch)
-    dtype = np.dtype(DATATYPES[datatype])
     if len(raw) % dtype.itemsize:
         raise InvalidInput(name, f"{len(raw)} bytes is not a whole number of {datatype} values")
     return decode_tensor(name, datatype, shape, np.frombuffer(raw, dtype=dtype), max_batch)

@@ -11,11 +11,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import grpc
-
 from fedcare.bundle import load_bundle
 from fedcare.errors import ConfigError
-from fedcare.server.serving.grpc_api import start_grpc
+from fedcare.server.serving.grpc_api import GrpcServer, start_grpc
 from fedcare.server.serving.keys import read_keys
 from fedcare.server.serving.protocol import ServingState
 from fedcare.server.serving.rest_api import build_app
@@ -46,7 +44,7 @@ class Serving:
     host: str
     grpc_port: int
     http_port: int
-    grpc_server: grpc.Server
+    grpc_server: GrpcServer
     http_server: Any  # uvicorn.Server
     http_socket: socket.socket
     http_thread: threading.Thread | None = None
@@ -64,7 +62,7 @@ class Serving:
         try:
             self.http_server.run(sockets=[self.http_socket])
         finally:
-            self.grpc_server.stop(grace=2).wait()
+            self.grpc_server.stop(grace=2)
 
     def start_background(self) -> None:
         """Run the REST server in a thread (tests, embedding); :meth:`stop` ends both."""
@@ -82,7 +80,7 @@ class Serving:
         self.http_server.should_exit = True
         if self.http_thread is not None:
             self.http_thread.join(timeout=10)
-        self.grpc_server.stop(grace=1).wait()
+        self.grpc_server.stop(grace=1)
         self.http_socket.close()
 
 
