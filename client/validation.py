@@ -71,7 +71,9 @@ class FeatureStatsRequest:
             raise ValueError(f"{keys.FEATURE_STATS_NOISE} must be > 0, got {sigma}")
         return cls(
             task=str(config[keys.TASK]),
-            noise_multiplier=sigma,
+            # the site's floor, like its cell minimum: a coordinator may ask for more noise,
+            # never less (a site whose ε is already ∞ would otherwise send near-exact sums)
+            noise_multiplier=max(sigma, DEFAULT_NOISE_MULTIPLIER),
             accountant=AccountantName(str(config.get(keys.DP_ACCOUNTANT, AccountantName.RDP))),
             server_round=int(_config_number(config, keys.SERVER_ROUND, 0)),
         )

@@ -11,6 +11,11 @@ recalibration on logit(p), expected calibration error over 10 bins), and its pat
 rounded to a bucket, never exact. A cell with fewer than ``min_patients`` patients, or fewer than
 ``min_events`` events or non-events, is left out entirely: with a handful of patients (or one
 non-event) the specificity or the AUROC tells who was predicted what.
+
+Two ways around those rules are closed as well. Every rate is rounded to ``DECIMALS`` places: at
+full precision a sensitivity of 0.828571... is exactly 29/35, which gives back the exact count
+the bucketing hides. And a grouping's cells (``sex=...``, ``age=...``) are reported all or none:
+``all`` minus ``sex=male`` would otherwise be the suppressed ``sex=female`` cell.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # a reproducible interval: the same rows and model give the same report
 ECE_BINS = 10
 THRESHOLD = 0.5
+DECIMALS = 2  # every rate a report holds; finer would give back exact counts (module docstring)
 _LOGIT_CLIP = 1e-6
 
 
@@ -116,7 +122,7 @@ def cell_metrics(
     tn, fp, fn, tp = confusion_matrix(y_true, predicted, labels=[0.0, 1.0]).ravel()
     low, high = auroc_interval(y_true, probability)
     intercept, slope = calibration(y_true, probability)
-    return {
+    rates = {
         keys.AUROC: float(roc_auc_score(y_true, probability)),
         keys.AUROC_CI_LOW: low,
         keys.AUROC_CI_HIGH: high,
@@ -127,6 +133,8 @@ def cell_metrics(
         keys.CALIBRATION_INTERCEPT: intercept,
         keys.CALIBRATION_SLOPE: slope,
         keys.ECE: expected_calibration_error(y_true, probability),
+    }
+    return {name: round(value, DECIMALS) for name, value in rates.items()} | {
         keys.PATIENTS: keys.bucket_count(int(y_true.size)),
         keys.EVENTS: keys.bucket_count(int(y_true.sum())),
     }
@@ -160,15 +168,28 @@ def validation_report(
         if name not in keys.VALIDATION_CELLS or name == keys.OVERALL_CELL:
             raise ValueError(f"subgroup {name!r} is not one of {keys.VALIDATION_CELLS[1:]}")
         cells[name] = np.asarray(mask, dtype=bool).reshape(-1)
-    report: dict[str, float] = {}
     for name, mask in cells.items():
         if mask.shape != y.shape:
             raise ValueError(f"subgroup {name!r}: {mask.shape[0]} flags for {y.size} rows")
-        if not large_enough(y[mask], min_patients, min_events):
+    reportable = {
+        name for name, mask in cells.items() if large_enough(y[mask], min_patients, min_events)
+    }
+    for grouping in {_grouping(name) for name in cells if name != keys.OVERALL_CELL}:
+        members = {name for name in cells if _grouping(name) == grouping}
+        if not members <= reportable:  # all or none: the rest would give the missing one away
+            reportable -= members
+    report: dict[str, float] = {}
+    for name, mask in cells.items():
+        if name not in reportable:
             continue  # suppressed: never computed, never sent
         for metric, value in cell_metrics(y[mask], p[mask]).items():
             report[keys.validation_key(name, metric)] = value
     return report
+
+
+def _grouping(cell: str) -> str:
+    """``sex`` for ``sex=female``: cells of one grouping partition the rows between them."""
+    return cell.split("=", 1)[0]
 
 
 def suppressed_cells(report: Mapping[str, float], cells: tuple[str, ...]) -> list[str]:

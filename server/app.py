@@ -194,12 +194,14 @@ def main(grid: Grid, context: Context) -> None:
         _validate(grid, settings, SiteNames(registry), heads)
         return
     request = request_config(run)
+    statistics_sites: list[str] = []
     if run.preprocessing is Preprocessing.FEDERATION:  # before SecAgg+: a plain exchange
         exchange = connect(grid, settings.min_sites, SiteNames(registry), heads)
         stats, record = federation_statistics(
             exchange, request, settings.min_sites, REPLY_TIMEOUT_S
         )
         write_json_atomic(settings.out_dir / PREPROCESSING_FILE, record)
+        statistics_sites = list(record["sites"])
         request |= {
             keys.PREPROCESSING_MEAN: list(stats.mean),
             keys.PREPROCESSING_STD: list(stats.std),
@@ -225,7 +227,10 @@ def main(grid: Grid, context: Context) -> None:
     )  # fmt: skip
     save_weights(settings.out_dir / WEIGHTS_FILE, arrays.to_torch_state_dict())
     if heads is not None:  # deployed: what each site's signed ledger head says it spent
-        sites = sorted({s for r in history for s in (*r.sites, *r.epsilon, *r.train_loss)})
+        sites = sorted(
+            {s for r in history for s in (*r.sites, *r.epsilon, *r.train_loss)}
+            | set(statistics_sites)  # a site whose statistics went in, even if it trained in none
+        )
         write_json_atomic(settings.out_dir / PRIVACY_FILE, heads.privacy_record(sites))
 
 

@@ -71,6 +71,7 @@ class SiteExchange:
         self, message_type: str, config: dict[str, ConfigRecordValues], arrays: ArrayRecord | None,
         timeout: float,
     ) -> dict[str, Message]:  # fmt: skip
+        self.problems = {}  # this exchange's only: a site's earlier trouble is not carried over
         messages = []
         for node in self.nodes:
             content = RecordDict({keys.CONFIG: ConfigRecord(config)})
@@ -155,12 +156,15 @@ def validate_candidate(
     }
     replies = exchange.ask(VALIDATE, config, candidate, timeout)
     sites = {name: by_cell(_metrics(reply)) for name, reply in sorted(replies.items())}
-    result = {
+    result: dict[str, Any] = {
         "preprocessing": record,
         "thresholds": dict(thresholds),
         "sites": sites,
         "missing": dict(sorted(exchange.problems.items())),
     }
+    if exchange.heads is not None:  # deployed: what each site's signed head says it has spent
+        involved = sorted(set(sites) | set(record.get("sites", [])))
+        result["privacy"] = exchange.heads.privacy_record(involved)
     write_json_atomic(out_dir / VALIDATION_FILE, result)
     return result
 

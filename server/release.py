@@ -78,7 +78,12 @@ def write_bundle(
         _check_loads(staging, private_key, out_dir)
         os.chmod(staging, 0o755)  # a release is public; mkdtemp made it 0700
         _fsync(staging)
-        os.rename(staging, out_dir)
+        if out_dir.exists():  # appeared while the bundle was being built
+            raise BundleError(f"{out_dir}: already exists; a release is never overwritten")
+        try:
+            os.rename(staging, out_dir)
+        except OSError as exc:
+            raise BundleError(f"{out_dir}: cannot put the release there ({exc.strerror})") from None
         _fsync(out_dir.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from fedcare.messages import OVERALL_CELL, PATIENTS
-from fedcare.server.release_gate import GatePolicy, validated_sites
+from fedcare.server.release_gate import GatePolicy, privacy_now, validated_sites
 
 SIZE_BUCKETS = (50, 100, 250, 500, 1000)
 
@@ -74,7 +74,8 @@ def model_card(view: dict[str, Any], gate: GatePolicy) -> dict[str, Any]:
             site: {"patients": size_bucket(cells.get(OVERALL_CELL, {}).get(PATIENTS))}
             for site, cells in sorted(sites.items())
         },
-        "privacy": view["privacy"] or "trained without differential privacy",
+        # each site's ε and δ as last recorded (after validation's statistics release, if any)
+        "privacy": privacy_now(view) or "trained without differential privacy",
         "validation": {
             "validated_at": validation["validated_at"],
             "sites": sites,

@@ -135,16 +135,37 @@ def validated_sites(replied: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
     return {site: cells for site, cells in replied.items() if keys.OVERALL_CELL in cells}
 
 
+def contributors(view: dict[str, Any]) -> list[str]:
+    """The sites whose update went into at least one round of the version's training."""
+    return sorted({site for names in view["sites_per_round"].values() for site in names})
+
+
+def privacy_now(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each site's ε and δ as last recorded: after the latest validation when it recorded them
+    (its statistics' release spends privacy too), else at the end of training. A ledger only
+    grows, so the latest figure is the largest."""
+    latest = dict(view.get("privacy", {}))
+    if view["validations"]:
+        latest |= view["validations"][-1].get("privacy", {})
+    return dict(sorted(latest.items()))
+
+
 def judge(policy: GatePolicy, view: dict[str, Any]) -> list[Failure]:
     """Every failed criterion of ``policy`` for the registry version ``view`` (empty = pass)."""
     failures: list[Failure] = []
     validation = view["validations"][-1] if view["validations"] else None
     replied: dict[str, dict[str, dict[str, Any]]] = validation["sites"] if validation else {}
     sites = validated_sites(replied)
-    if policy.min_sites is not None and len(sites) < policy.min_sites:
-        failures.append(
-            Failure(FEDERATION, "validating sites", len(sites), f">= {policy.min_sites}")
-        )
+    minimum = max(policy.min_sites or 1, 1)  # a release nobody validated never passes
+    if validation is not None and len(sites) < minimum:
+        failures.append(Failure(FEDERATION, "validating sites", len(sites), f">= {minimum}"))
+    if validation is not None:
+        for site in contributors(view):
+            if site not in replied:  # it trained the model but sent no validation (or a bad one)
+                why = validation.get("missing", {}).get(site, "no reply")
+                failures.append(
+                    Failure(site, f"validation ({why})", None, "every contributing site")
+                )
     for site, cells in sorted(sites.items()):
         metrics = cells.get(keys.OVERALL_CELL, {})
         lower_bounds = (
@@ -171,9 +192,8 @@ def judge(policy: GatePolicy, view: dict[str, Any]) -> list[Failure]:
                 if gap > policy.max_subgroup_auroc_gap:
                     failures.append(Failure(site, f"subgroup AUROC gap ({grouping})", gap, limit))
     if policy.max_epsilon is not None:
-        privacy: dict[str, dict[str, Any]] = view.get("privacy", {})
-        contributors = sorted({s for names in view["sites_per_round"].values() for s in names})
-        for site in contributors:
+        privacy = privacy_now(view)
+        for site in sorted(set(contributors(view)) | set(privacy)):
             epsilon = privacy.get(site, {}).get("epsilon")
             measured = float(epsilon) if _number(epsilon) else math.inf
             if measured > policy.max_epsilon:

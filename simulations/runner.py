@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -107,7 +108,32 @@ def run_validation(
     if not path.is_file():
         raise FedcareError(f"the validation simulation wrote no {path}; see the log above")
     result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return result
+    return result | {"privacy": ledger_privacy(config, scenario, state_root, policies)}
+
+
+def ledger_privacy(
+    config: RunConfig, scenario: Scenario, state_root: Path, policies: dict[str, SitePolicy]
+) -> dict[str, dict[str, float | str]]:
+    """Each simulated site's ε (whole ledger, its own δ) now: what a validation's release of
+    the statistics added to its training. ∞ (a non-private round) is kept as "inf"."""
+    from fedcare.privacy.accounting import default_delta, epsilon_from_events
+    from fedcare.privacy.ledger import PrivacyLedger
+
+    task = get_task(config.task)
+    record: dict[str, dict[str, float | str]] = {}
+    for site in scenario.sites:
+        events = PrivacyLedger(site_state_dir(state_root, site.name)).read()
+        if not events:
+            continue
+        delta = policies[site.name].delta or default_delta(
+            task.load_site(site.name, site.path).n_train
+        )
+        epsilon = epsilon_from_events(events, delta, config.accountant)
+        record[site.name] = {
+            "epsilon": epsilon if math.isfinite(epsilon) else "inf",
+            "delta": delta,
+        }
+    return record
 
 
 def _simulate(run_config: dict[str, Any], out_dir: Path, n_sites: int, clients: Any) -> None:

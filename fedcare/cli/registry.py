@@ -211,9 +211,13 @@ def registry_validate(
 
     config = run_or_exit(lambda: RunConfig.from_run_config(view["run"]["config"]))
     runtime = {MODE_KEY: VALIDATE_MODE, CANDIDATE_KEY: str(weights)}
-    if view.get("preprocessing"):  # trained with the federation's statistics: reuse them
+    # Statistics the sites released already (in training, or at an earlier validation) are
+    # reused: each release spends privacy, and the model is validated as it will be served.
+    earlier = [v["preprocessing"] for v in view["validations"] if v.get("preprocessing")]
+    statistics = view.get("preprocessing") or (earlier[-1] if earlier else None)
+    if statistics:
         path = weights.parent / "preprocessing.json"  # rewritten from the chained entry
-        write_json_atomic(path, view["preprocessing"])
+        write_json_atomic(path, statistics)
         runtime[PREPROCESSING_FILE_KEY] = str(path)
     started = time.perf_counter()
     if coordinator is not None:
@@ -261,7 +265,6 @@ def _validate_simulated(
 ) -> dict[str, Any]:
     from fedcare.simulations.runner import run_validation
     from fedcare.simulations.scenarios import get_scenario
-    from fedcare.simulations.simulation import site_policies
 
     if not run_dir.is_dir():
         raise ConfigError(
@@ -269,9 +272,27 @@ def _validate_simulated(
         )
     scenario = get_scenario(config.scenario, config.task)
     out = version_dir / f"validation-{time.strftime('%Y%m%d-%H%M%S')}"
-    policies = site_policies(config, scenario, None)
-    result: dict[str, Any] = run_validation(config, scenario, out, run_dir, policies, runtime)
+    result: dict[str, Any] = run_validation(
+        config, scenario, out, run_dir, trained_policies(config, scenario, run_dir), runtime
+    )
     return result | {"run_dir": str(out)}
+
+
+def trained_policies(config: Any, scenario: Any, run_dir: Path) -> dict[str, Any]:
+    """The simulated sites' own policies as the run trained with them (budget and δ from its
+    summary.json), so a validation's release is checked against the same budgets."""
+    from fedcare.client.policy import SitePolicy
+    from fedcare.simulations.simulation import site_policies
+
+    policies: dict[str, Any] = site_policies(config, scenario, None)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    for site, spent in ((summary.get("privacy") or {}).get("sites") or {}).items():
+        policies[site] = SitePolicy(
+            max_epsilon=float(spent["max_epsilon"]), delta=float(spent["delta"]),
+            require_dp=config.dp,
+        )  # fmt: skip
+    return policies
 
 
 @registry_app.command("release")

@@ -74,6 +74,8 @@ def test_train_register_validate_gate_release_verify_and_serve(
         assert sorted(shown["privacy"]) == sorted(SITES)
         assert all(0 < p["epsilon"] <= 2.0 for p in shown["privacy"].values())
         assert all(p["delta"] == 1e-5 for p in shown["privacy"].values())  # signed heads' δ
+        for site in SITES:  # validation released each site's statistics: its ε grew, recorded
+            assert validation["privacy"][site]["epsilon"] > shown["privacy"][site]["epsilon"]
         # Assert: what each site sent during validation, from its own audit log
         validation_run = json.loads((Path(validation["run_dir"]) / "run.json").read_text())
         for site in SITES:

@@ -61,6 +61,10 @@ def test_every_registered_site_validates_with_the_federations_statistics(
         assert len(PrivacyLedger(tmp_path / "state" / name).read()) == 1
     heads = json.loads((registry.parent / "ledger-heads.json").read_text())
     assert sorted(heads) == sorted(SITES.values())
+    # what the release cost, as each site's signed head says: in the validation's record
+    for spent in result["privacy"].values():
+        assert spent["delta"] == 1e-5 and spent["epsilon"] == pytest.approx(1.0126, abs=1e-3)
+    assert sorted(result["privacy"]) == sorted(SITES.values())
     assert (tmp_path / "out" / "run.record.json").is_file()
 
 

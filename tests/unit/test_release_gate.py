@@ -27,15 +27,20 @@ def cells(auroc: float, low: float, slope: float, ece: float, **subgroups: float
     return {"all": overall} | {cell: {"auroc": value} for cell, value in subgroups.items()}
 
 
-def version(sites: dict[str, Any] | None, privacy: dict[str, Any] | None = None) -> dict[str, Any]:
+def version(
+    sites: dict[str, Any] | None,
+    privacy: dict[str, Any] | None = None,
+    contributors: list[str] | None = None,
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    trained = contributors if contributors is not None else sorted(sites or {})
     return {
         "version": "v1",
-        "sites_per_round": {"1": ["cleveland", "hungary"], "2": ["cleveland", "hungary"]},
-        "privacy": privacy if privacy is not None else {
-            "cleveland": {"epsilon": 0.9, "delta": 1e-5},
-            "hungary": {"epsilon": 0.8, "delta": 1e-5},
-        },
-        "validations": [] if sites is None else [{"sites": sites}],
+        "sites_per_round": {"1": trained, "2": trained},
+        "privacy": privacy
+        if privacy is not None
+        else {site: {"epsilon": 0.9, "delta": 1e-5} for site in trained},
+        "validations": [] if sites is None else [{"sites": sites, **(validation or {})}],
     }  # fmt: skip
 
 
@@ -103,7 +108,7 @@ def test_a_missing_value_fails_rather_than_passes() -> None:
 
 def test_a_site_trained_without_dp_counts_as_infinite_epsilon() -> None:
     failures = judge(GatePolicy.from_mapping({"max-epsilon": 10.0}), version(GOOD, privacy={}))
-    assert {f.site for f in failures} == {"cleveland", "hungary"}
+    assert {f.site for f in failures} == {"cleveland", "hungary", "va"}
     assert all(f.measured == math.inf for f in failures)
 
 
@@ -137,3 +142,34 @@ def test_a_site_too_small_to_report_counts_for_nothing() -> None:
     assert [(f.site, f.criterion, f.measured) for f in failures] == [
         (FEDERATION, "validating sites", 3)
     ]
+
+
+def test_nobody_validating_never_passes_even_without_min_sites() -> None:
+    missing = {"missing": {"cleveland": "site-error", "hungary": "site-error"}}
+    failures = judge(
+        GatePolicy.from_mapping({"min-auroc": 0.9}),
+        version({}, None, ["cleveland", "hungary"], missing),
+    )
+    assert [(f.site, f.criterion) for f in failures] == [
+        (FEDERATION, "validating sites"),
+        ("cleveland", "validation (site-error)"),
+        ("hungary", "validation (site-error)"),
+    ]
+
+
+def test_a_contributing_site_that_did_not_validate_fails_the_gate() -> None:
+    sites = {"cleveland": GOOD["cleveland"]}
+    failures = judge(GatePolicy(), version(sites, None, ["cleveland", "hungary"]))
+    assert [(f.site, f.criterion) for f in failures] == [("hungary", "validation (no reply)")]
+
+
+def test_epsilon_is_judged_after_the_statistics_release_of_the_validation() -> None:
+    """Validation may release each site's statistics (ε spent after training): the gate
+    judges the latest ε the validation recorded, for every site whose data went in."""
+    after = {
+        "cleveland": {"epsilon": 2.9, "delta": 1e-5},
+        "hungary": {"epsilon": 1.9, "delta": 1e-5},
+    }
+    view = version(GOOD, validation={"privacy": after | {"va": {"epsilon": 2.5, "delta": 1e-5}}})
+    failures = judge(GatePolicy.from_mapping({"max-epsilon": 2.0}), view)
+    assert [(f.site, f.measured) for f in failures] == [("cleveland", 2.9), ("va", 2.5)]

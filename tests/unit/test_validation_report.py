@@ -39,11 +39,11 @@ def test_classification_metrics_at_one_half_match_a_hand_count() -> None:
 
     # Assert: positive means p > 0.5, as eval-accuracy; AUROC by pair count (20 of 24 pairs).
     cell = {k.split("/", 1)[1]: v for k, v in report.items()}
-    assert cell[keys.SENSITIVITY] == pytest.approx(3 / 4)
-    assert cell[keys.SPECIFICITY] == pytest.approx(4 / 6)
-    assert cell[keys.ACCURACY] == pytest.approx(7 / 10)
-    assert cell[keys.AUROC] == pytest.approx(20 / 24)
-    assert cell[keys.BRIER] == pytest.approx(np.mean((p - y) ** 2))
+    assert cell[keys.SENSITIVITY] == round(3 / 4, 2)
+    assert cell[keys.SPECIFICITY] == round(4 / 6, 2)
+    assert cell[keys.ACCURACY] == round(7 / 10, 2)
+    assert cell[keys.AUROC] == round(20 / 24, 2)
+    assert cell[keys.BRIER] == round(float(np.mean((p - y) ** 2)), 2)
     assert cell[keys.AUROC_CI_LOW] <= cell[keys.AUROC] <= cell[keys.AUROC_CI_HIGH]
 
 
@@ -120,18 +120,39 @@ def test_small_cells_are_absent_whatever_their_metrics() -> None:
         "age=<50": mask(np.r_[events[:4], non_events[:30]]),  # 4 events < 5
         "age=65+": mask(np.r_[events[:30], non_events[:4]]),  # 4 non-events < 5
         "age=50-64": mask(np.r_[events[:5], non_events[:5]]),  # exactly 10, 5 and 5: sent
-        "sex=male": np.ones(y.shape, dtype=bool),
     }
+    small = validation_report(y, p, subgroups, min_patients=10, min_events=5)
+    at_threshold = validation_report(
+        y, p, {"age=50-64": subgroups["age=50-64"]}, min_patients=10, min_events=5
+    )
 
-    # Execute
-    report = validation_report(y, p, subgroups, min_patients=10, min_events=5)
+    # Assert: each small cell is absent, and with it every cell of its grouping (all or none:
+    # "all" minus the other cells would give the small one away); a cell at the threshold is sent
+    assert suppressed_cells(small, keys.VALIDATION_CELLS) == list(keys.VALIDATION_CELLS[1:])
+    assert {f"all/{m}" for m in keys.VALIDATION_METRICS} == set(small)
+    assert {f"age=50-64/{m}" for m in keys.VALIDATION_METRICS} <= set(at_threshold)
+    assert set(small) | set(at_threshold) <= keys.ALLOWED_VALIDATION_METRICS
 
-    # Assert
-    assert suppressed_cells(report, keys.VALIDATION_CELLS) == ["sex=female", "age=<50", "age=65+"]
-    assert not any(key.startswith(("sex=female/", "age=<50/", "age=65+/")) for key in report)
-    for cell in ("all", "sex=male", "age=50-64"):
-        assert {f"{cell}/{m}" for m in keys.VALIDATION_METRICS} <= set(report)
-    assert set(report) <= keys.ALLOWED_VALIDATION_METRICS
+
+def test_a_grouping_is_reported_only_when_every_cell_of_it_is_large_enough() -> None:
+    y, p = outcomes(200, 0.0, 1.0, seed=6)
+    female = np.zeros(y.shape, dtype=bool)
+    female[np.r_[np.flatnonzero(y == 1)[:5], np.flatnonzero(y == 0)[:4]]] = True  # 4 non-events
+    report = validation_report(y, p, {"sex=female": female, "sex=male": ~female}, 10, 5)
+    assert not any(key.startswith("sex=") for key in report)  # male alone = all - female
+
+
+def test_rates_are_rounded_so_no_exact_count_comes_back() -> None:
+    """Sensitivity 29/35 at full precision is that fraction exactly: the count comes back."""
+    from fractions import Fraction
+
+    y = np.r_[np.ones(35), np.zeros(10)]
+    p = np.r_[np.full(29, 0.9), np.full(6, 0.1), np.full(9, 0.1), np.full(1, 0.9)]
+    report = validation_report(y, p, {}, min_patients=10, min_events=5)
+    assert report["all/sensitivity"] == 0.83 and report["all/accuracy"] == 0.84
+    assert Fraction(report["all/sensitivity"]).limit_denominator(60) != Fraction(29, 35)
+    assert Fraction(report["all/accuracy"]).limit_denominator(60) != Fraction(38, 45)
+    assert all(v == round(v, 2) for v in report.values())
 
 
 def test_the_whole_set_is_suppressed_too_when_it_is_small() -> None:
