@@ -28,10 +28,13 @@ from typing import Any
 from fedcare.atomic import write_bytes_atomic
 from fedcare.chained_log import ChainBrokenError, ChainedJsonLog, canonical
 from fedcare.errors import FedcareError
+from fedcare.locking import file_lock
 from fedcare.run_record import RunRecord
 from fedcare.runtime_keys import ROUNDS_FILE
 
 LOG_FILE = "registry.jsonl"
+ADD_LOCK_FILE = "registry.add.lock"
+ADD_LOCK_TIMEOUT_S = 120.0
 HEAD_FILE = "registry.head.json"
 VERSIONS_DIR = "versions"
 WEIGHTS_FILE = "global_model.safetensors"
@@ -165,8 +168,11 @@ class ModelRegistry:
         return path
 
     def add(self, run_dir: Path) -> dict[str, Any]:
-        """Register the finished run in ``run_dir`` as the next version; returns its entry."""
-        record = RunRecord.read(run_dir)
+        """Register the finished run in ``run_dir`` as the next version; returns its entry.
+
+        One ``add`` at a time (``registry.add.lock``): the duplicate check, the next version
+        number and the append happen together, so two at once never both become vN."""
+        record = RunRecord.read(run_dir)  # a folder that is not a finished run: nothing written
         weights = run_dir / WEIGHTS_FILE
         rounds_path = run_dir / ROUNDS_FILE
         if not weights.is_file() or not rounds_path.is_file():
@@ -174,6 +180,12 @@ class ModelRegistry:
                 f"{run_dir}: not a finished fedcare run (needs {WEIGHTS_FILE} and {ROUNDS_FILE}); "
                 "register a run folder after its last round"
             )
+        with file_lock(self.root / ADD_LOCK_FILE, timeout=ADD_LOCK_TIMEOUT_S):
+            return self._add(run_dir, record, weights, rounds_path)
+
+    def _add(
+        self, run_dir: Path, record: RunRecord, weights: Path, rounds_path: Path
+    ) -> dict[str, Any]:
         rounds = json.loads(rounds_path.read_text(encoding="utf-8"))
         weights_sha = sha256_file(weights)
         existing = self.versions()
