@@ -25,7 +25,12 @@ from fedcare.bundle import (
     verify_bundle,
 )
 from fedcare.cli import app
-from fedcare.privacy.signing import SIGNATURE_FILE
+from fedcare.privacy.signing import (
+    SIGNATURE_FILE,
+    SignatureError,
+    sign_directory,
+    verify_directory,
+)
 from fedcare.server.release import render_card, write_bundle
 from fedcare.tasks.heart_disease import encode_inputs
 from tests.release_bundle import CARD, ReleaseKeys, copy_bundle, make_bundle, raw_rows, release_key
@@ -232,3 +237,149 @@ def test_the_model_card_renders_every_section_of_the_card() -> None:
     assert "## Release gate" in text and "## Limitations" in text and "## Lineage" in text
     assert "## Custom note" in text and "| cleveland | 0.83 | 0.04 |" in text
     assert text.index("## Intended use") < text.index("## Lineage") < text.index("## Custom")
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_verify_names_every_changed_missing_and_added_file(
+    bundle: Path, keys: ReleaseKeys, tmp_path: Path
+) -> None:
+    # Prepare: two files changed, two removed, two added - and, apart, one change of each kind.
+    names = sorted(p.name for p in bundle.iterdir() if p.name != SIGNATURE_FILE)
+    every = copy_bundle(bundle, tmp_path / "every")
+    for name in names[:2]:
+        _flip(every / name)
+    for name in names[2:]:
+        (every / name).unlink()
+    for name in ("extra.py", "notes.txt"):
+        (every / name).write_text("added\n")
+    single = {
+        kind: copy_bundle(bundle, tmp_path / kind) for kind in ("changed", "missing", "added")
+    }
+    _flip(single["changed"] / names[0])
+    (single["missing"] / names[0]).unlink()
+    (single["added"] / "extra.py").write_text("added\n")
+
+    # Execute
+    def refusal(folder: Path) -> str:
+        with pytest.raises(SignatureError) as refused:
+            verify_directory(folder, keys.public_key)
+        return str(refused.value)
+
+    # Assert: each kind of change once, every file named, nothing else (the signature itself
+    # is not an added file).
+    assert refusal(every) == (
+        f"{every}: changed since signing: {names[0]}, {names[1]}; "
+        f"missing: {names[2]}, {names[3]}; not signed: extra.py, notes.txt; refuse to use it"
+    )
+    assert refusal(single["changed"]) == (
+        f"{single['changed']}: changed since signing: {names[0]}; refuse to use it"
+    )
+    assert (
+        refusal(single["missing"]) == f"{single['missing']}: missing: {names[0]}; refuse to use it"
+    )
+    assert refusal(single["added"]) == f"{single['added']}: not signed: extra.py; refuse to use it"
+
+
+def test_a_symlink_in_a_bundle_is_refused(bundle: Path, keys: ReleaseKeys, tmp_path: Path) -> None:
+    """A symlink could point at a file that changes after verification: never followed."""
+    copy = copy_bundle(bundle, tmp_path / "swapped")
+    outside = tmp_path / "outside.json"
+    outside.write_bytes((copy / PREPROCESSING_FILE).read_bytes())
+    (copy / PREPROCESSING_FILE).unlink()
+    (copy / PREPROCESSING_FILE).symlink_to(outside)  # the same bytes, through a link
+
+    with pytest.raises(SignatureError) as refused:
+        verify_directory(copy, keys.public_key)
+
+    assert str(refused.value) == f"{copy}: its files do not match the signature; refuse to use it"
+
+
+def test_a_folder_the_owners_key_signed_with_another_hash_is_refused(
+    bundle: Path, keys: ReleaseKeys, tmp_path: Path
+) -> None:
+    """verify_directory returns each file's signed sha256: a manifest of other digests (signed
+    with model-signing itself, blake2) cannot give them, so it is refused, not read as empty."""
+    from model_signing import hashing, signing
+
+    copy = copy_bundle(bundle, tmp_path)
+    (copy / SIGNATURE_FILE).unlink()
+    config = hashing.Config().use_file_serialization(
+        hashing_algorithm="blake2", ignore_paths=[Path(SIGNATURE_FILE)]
+    )
+    signer = signing.Config().use_elliptic_key_signer(private_key=keys.private_key)
+    signer.set_hashing_config(config).sign(copy, copy / SIGNATURE_FILE)
+
+    with pytest.raises(SignatureError, match="refuse to use it"):
+        verify_directory(copy, keys.public_key)
+
+
+@pytest.mark.parametrize("damage", ["payload", "sig", "payloadType"])
+def test_an_altered_signature_envelope_is_refused_as_not_verifying(
+    bundle: Path, keys: ReleaseKeys, tmp_path: Path, damage: str
+) -> None:
+    # Prepare: the envelope edited without re-signing: a stray character in a base64 field
+    # (a lenient decoder would skip it and read the signed bytes), or another payload type.
+    copy = copy_bundle(bundle, tmp_path)
+    signature = json.loads((copy / SIGNATURE_FILE).read_text())
+    envelope = signature["dsseEnvelope"]
+    if damage == "payload":
+        envelope["payload"] = "*" + envelope["payload"]
+    elif damage == "sig":
+        envelope["signatures"][0]["sig"] = "*" + envelope["signatures"][0]["sig"]
+    else:
+        envelope["payloadType"] = "application/json"
+    (copy / SIGNATURE_FILE).write_text(json.dumps(signature))
+
+    # Execute
+    with pytest.raises(SignatureError) as refused:
+        verify_directory(copy, keys.public_key)
+
+    # Assert: model-signing's own reader skips the stray character; fedcare's does not.
+    assert str(refused.value).startswith(
+        f"{copy}: its signature does not verify with {keys.public_key}"
+    )
+    if damage == "payloadType":  # model-signing refuses this one itself: the full reason
+        assert str(refused.value).endswith(
+            "(signed by another key, or the signature was altered); refuse to use it"
+        )
+
+
+def test_signing_and_verifying_refuse_what_is_not_a_folder_signature_or_key(
+    bundle: Path, keys: ReleaseKeys, tmp_path: Path
+) -> None:
+    unsigned = tmp_path / "unsigned"
+    unsigned.mkdir()
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key\n")
+    absent = tmp_path / "absent.pem"
+    cases = [
+        (lambda: verify_directory(tmp_path / "nowhere", keys.public_key), "{}: not a folder"),
+        (
+            lambda: verify_directory(unsigned, keys.public_key),
+            f"{unsigned}: unsigned (no {SIGNATURE_FILE}); refuse to use it",
+        ),
+        (
+            lambda: verify_directory(bundle, absent),
+            f"{absent}: cannot read the public key (No such file or directory)",
+        ),
+        (lambda: verify_directory(bundle, garbage), f"{garbage}: not an EC public key (PEM)"),
+        (
+            lambda: sign_directory(unsigned, absent),
+            f"{absent}: cannot read the release key (No such file or directory)",
+        ),
+        (
+            lambda: sign_directory(unsigned, garbage),
+            f"{garbage}: not an EC private key (PEM, P-256/384/521); make one with "
+            "'fedcare pki release-key'",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(SignatureError) as refused:
+            call()
+        assert str(refused.value) == message.format(tmp_path / "nowhere")
+    assert not (unsigned / SIGNATURE_FILE).exists()

@@ -24,6 +24,7 @@ from fedcare.client.app import app
 from fedcare.config import AccountantName
 from fedcare.feature_stats import (
     DEFAULT_NOISE_MULTIPLIER,
+    MIN_STD_FRACTION,
     FeatureStats,
     FeatureStatsError,
     combine,
@@ -281,3 +282,55 @@ def test_the_released_and_validated_rows_are_the_rows_the_site_trains_and_tests_
         )
         rows = np.concatenate([x_train, x_test])
         assert np.all((rows >= low) & (rows <= high))
+
+
+def test_means_and_scales_are_clipped_to_what_a_bounded_feature_can_have() -> None:
+    # Prepare: noise pushed feature a's mean below its lower bound and b's above its upper one,
+    # and both second moments far above what a feature in [low, high] can reach.
+    bounds = [(10.0, 20.0), (0.0, 4.0)]
+    sums = [[-3.0, 15.0, 9.0, 30.0, 10.0]]  # Σu = -3 and 15, Σu² = 9 and 30, n = 10
+
+    # Execute
+    stats = combine(sums, ("a", "b"), bounds)
+
+    # Assert: each mean at its bound; each scale at the largest, half the range.
+    assert stats.mean == pytest.approx((10.0, 4.0))
+    assert stats.std == pytest.approx((5.0, 2.0))
+
+
+def test_a_noised_count_of_one_row_or_more_is_combined_and_under_one_refused() -> None:
+    for n in (1.0, 1.5):
+        stats = combine([[0.5 * n, 0.25 * n, n]], ("a",), [(0.0, 2.0)])
+        assert stats.mean == pytest.approx((1.0,))
+    with pytest.raises(FeatureStatsError) as refused:
+        combine([[0.0, 0.0, 0.5]], ("a",), [(0.0, 1.0)])
+    assert str(refused.value) == (
+        "the sites' noised row count is 0.5: too few rows for this noise; ask more sites or "
+        "lower the noise multiplier"
+    )
+    with pytest.raises(FeatureStatsError) as none:
+        combine([], ("a",), [(0.0, 1.0)])
+    assert str(none.value) == "no site sent its feature sums; cannot combine none"
+
+
+def test_the_coordinator_scales_the_tasks_binary_features_from_their_means() -> None:
+    # Prepare: every feature's Σu at half its rows, every Σu² driven to 0 by the noise.
+    task = get_task(TASK)
+    f = task.n_features
+    sums = [[50.0] * f + [0.0] * f + [100.0]]
+    width = np.array([high - low for low, high in task.feature_bounds()])
+
+    # Execute
+    stats = combine_for_task(TASK, sums)
+
+    # Assert: a binary feature's scale is sqrt(m(1 - m)) = 0.5; any other is at the floor.
+    binary = np.array(task.binary_features())
+    expected = np.where(binary, 0.5, MIN_STD_FRACTION) * width
+    assert np.allclose(stats.std, expected)
+
+
+def test_whole_number_sums_are_added_as_real_numbers_never_wrapping() -> None:
+    """Two sites' integer sums past 2**63 in total are added as numbers, not 64-bit integers
+    (which would wrap to a negative row count)."""
+    stats = combine([[2**62, 2**62, 2**62]] * 2, ("a",), [(0.0, 1.0)])
+    assert stats.mean == pytest.approx((1.0,))

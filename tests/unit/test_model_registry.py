@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from fedcare.server.model_registry import (
     ModelRegistry,
     RegistryError,
     diff,
+    latest_validation,
     sha256_file,
 )
 from fedcare.tasks import ModelName, get_task
@@ -178,3 +181,93 @@ def test_cli_add_list_show_and_a_one_line_refusal(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["registry", "add", str(tmp_path), "--registry", reg])
     assert missing.exit_code == int(ExitCode.FAILURE)
     assert "run.record.json is missing" in missing.output
+
+
+def test_diff_lists_lineage_fields_only_and_keys_on_either_side() -> None:
+    # Prepare: two versions differing in registration, validations and releases (not lineage),
+    # in a nested value, in a site present in one only, and in a record absent from one.
+    old = {
+        "kind": "version", "version": "v1", "registered_at": "2026-01-01T00:00:00Z",
+        "validations": [], "releases": [], "task": "heart-disease",
+        "run": {"config": {"seed": 0}}, "privacy": {"cleveland": {"epsilon": 1.0}},
+        "preprocessing": None,
+    }  # fmt: skip
+    new = old | {
+        "version": "v2", "registered_at": "2026-02-01T00:00:00Z",
+        "validations": [{"sites": {}}], "releases": [{"bundle": "/b"}],
+        "run": {"config": {"seed": 5}},
+        "privacy": {"cleveland": {"epsilon": 1.0}, "va": {"epsilon": 2.0}},
+        "preprocessing": {"mean": [0.5]},
+    }  # fmt: skip
+
+    # Execute / Assert
+    assert diff(old, new) == [
+        ("preprocessing", None, {"mean": [0.5]}),
+        ("privacy.va", None, {"epsilon": 2.0}),
+        ("run.config.seed", 0, 5),
+    ]
+    assert diff(old, old) == []
+
+
+def test_latest_validation_is_the_last_one_recorded(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.add(make_run(tmp_path / "run1"))
+    assert latest_validation(registry.get("v1")) is None
+    for auroc in (0.7, 0.8):
+        registry.add_validation("v1", {"sites": {"va": {"all": {"auroc": auroc}}}})
+    assert latest_validation(registry.get("v1"))["sites"]["va"]["all"]["auroc"] == 0.8
+
+
+def test_entries_are_stamped_in_utc_whatever_the_local_time_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a local time zone far from UTC.
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        registry = ModelRegistry(tmp_path / "registry")
+        before = datetime.now(UTC)
+
+        # Execute
+        stamps = [
+            registry.add(make_run(tmp_path / "run1"))["registered_at"],
+            registry.add_validation("v1", {"sites": {}})["validated_at"],
+            registry.add_release("v1", {"bundle": "/b"})["released_at"],
+        ]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+    # Assert: ISO 8601 UTC, within the test's own run time.
+    for stamp in stamps:
+        when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert before - timedelta(seconds=1) <= when <= datetime.now(UTC), stamp
+
+
+def test_missing_or_swapped_weights_are_refused_with_the_fix(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    registry.add(make_run(tmp_path / "run1"))
+    stored = tmp_path / "registry" / VERSIONS_DIR / "v1" / WEIGHTS_FILE
+    save_weights(stored, {"weight": torch.zeros(1, 13), "bias": torch.zeros(1)})
+    with pytest.raises(RegistryError) as swapped:
+        registry.weights("v1")
+    stored.unlink()
+    with pytest.raises(RegistryError) as missing:
+        registry.weights("v1")
+    assert str(swapped.value) == (
+        f"{stored}: weights of v1 do not match the sha256 the registry recorded; they were "
+        "changed after registration - restore them from backup"
+    )
+    assert str(missing.value) == f"{stored}: weights of v1 are missing; restore the registry"
+
+
+def test_an_unknown_version_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    with pytest.raises(RegistryError) as empty:
+        registry.get("v1")
+    registry.add(make_run(tmp_path / "run1"))
+    registry.add(make_run(tmp_path / "run2", seed=3))
+    with pytest.raises(RegistryError) as unknown:
+        registry.get("v9")
+    assert str(empty.value) == f"{registry.root}: no version 'v1' (versions: none yet)"
+    assert str(unknown.value) == f"{registry.root}: no version 'v9' (versions: v1, v2)"

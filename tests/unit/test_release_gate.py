@@ -173,3 +173,120 @@ def test_epsilon_is_judged_after_the_statistics_release_of_the_validation() -> N
     view = version(GOOD, validation={"privacy": after | {"va": {"epsilon": 2.5, "delta": 1e-5}}})
     failures = judge(GatePolicy.from_mapping({"max-epsilon": 2.0}), view)
     assert [(f.site, f.measured) for f in failures] == [("cleveland", 2.9), ("va", 2.5)]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "accepted"),
+    [
+        ("calibration-slope", [1.0, 1.0], True),  # low == high: a single accepted slope
+        ("calibration-slope", [0.6, 1.0, 1.4], False),
+        ("calibration-slope", 0.8, False),
+        ("min-sites", 1, True),
+        ("min-sites", 2.5, False),
+        ("min-sites", True, False),
+        ("max-ece", 0, True),
+        ("max-epsilon", math.inf, False),
+    ],
+)
+def test_policy_values_are_checked_at_their_edges(key: str, value: Any, accepted: bool) -> None:
+    if accepted:
+        assert GatePolicy.from_mapping({key: value}).to_json() == {key: value}
+    else:
+        with pytest.raises(ConfigError, match=f"^gate policy: {key} = "):
+            GatePolicy.from_mapping({key: value})
+
+
+def test_a_policy_error_names_its_file_or_the_policy_and_lists_the_known_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gate.toml"
+    path.write_text("[gate]\nmax-ece = -1\n")
+    with pytest.raises(ConfigError, match=f"^{path}: max-ece = -1 must be a number >= 0$"):
+        GatePolicy.load(path)
+    with pytest.raises(ConfigError) as unknown:
+        GatePolicy.from_mapping({"min-aurok": 0.7})
+    assert str(unknown.value) == (
+        "gate policy: unknown key 'min-aurok'; known: min-sites, min-auroc, min-auroc-ci-low, "
+        "calibration-slope, max-ece, max-epsilon, max-subgroup-auroc-gap"
+    )
+    for text in (None, "[gate\n"):  # missing, then not TOML
+        if text is not None:
+            path.write_text(text)
+        else:
+            path = tmp_path / "absent.toml"
+        with pytest.raises(ConfigError, match=f"^{path}: cannot read the gate policy"):
+            GatePolicy.load(path)
+
+
+def test_the_policy_recorded_with_a_release_reads_back_as_the_same_policy() -> None:
+    policy = GatePolicy.from_mapping(STRICT)
+    assert policy.to_json() == STRICT
+    assert GatePolicy.from_mapping(policy.to_json()) == policy
+    assert GatePolicy.from_mapping({"max-ece": 0.1}).to_json() == {"max-ece": 0.1}
+
+
+def test_each_failure_reads_as_site_criterion_measured_value_and_limit() -> None:
+    # Prepare: one site failing every per-site criterion, one contributor that sent nothing.
+    sites = {"va": cells(0.7, 0.6, 1.5, 0.2, **{"age=<50": 0.5, "age=65+": 0.9})}
+    view = version(sites, {"va": {"epsilon": 3.0, "delta": 1e-5}}, ["va", "hungary"])
+    policy = GatePolicy.from_mapping(STRICT | {"min-sites": 2})
+
+    # Execute
+    lines = [str(f) for f in judge(policy, view)]
+
+    # Assert
+    assert lines == [
+        "federation: validating sites = 1, limit >= 2",
+        "hungary: validation (no reply) = not measured, limit every contributing site",
+        "va: AUROC = 0.7, limit >= 0.8",
+        "va: AUROC 95% CI lower bound = 0.6, limit >= 0.7",
+        "va: calibration slope = 1.5, limit in [0.8, 1.2]",
+        "va: ECE = 0.2, limit <= 0.1",
+        "va: subgroup AUROC gap (age) = 0.4, limit <= 0.1",
+        "hungary: epsilon = inf, limit <= 1",
+        "va: epsilon = 3, limit <= 1",
+    ]
+    assert [str(f) for f in judge(GatePolicy(), version(None))] == [
+        "federation: validation = not measured, limit run 'fedcare registry validate'"
+    ]
+
+
+def test_a_value_exactly_at_a_limit_passes() -> None:
+    # Prepare: slopes at both ends of the range, a subgroup gap and an epsilon at their limits
+    # (binary fractions, so the arithmetic is exact).
+    sites = {
+        "low": cells(0.85, 0.75, 0.75, 0.05, **{"sex=female": 0.75, "sex=male": 0.875}),
+        "high": cells(0.85, 0.75, 1.25, 0.05),
+    }
+    privacy = {site: {"epsilon": 0.5, "delta": 1e-5} for site in sites}
+    policy = GatePolicy.from_mapping(
+        {"calibration-slope": [0.75, 1.25], "max-subgroup-auroc-gap": 0.125, "max-epsilon": 0.5}
+    )
+    assert judge(policy, version(sites, privacy)) == []
+
+
+def test_an_undefined_subgroup_auroc_does_not_enter_the_gap() -> None:
+    """A cell whose AUROC came back undefined (null) is not a 0: the gap is over the others."""
+    sites = {"va": cells(0.85, 0.75, 1.0, 0.05, **{"sex=female": 0.8, "sex=male": 0.84})}
+    sites["va"]["age=<50"] = {"auroc": None}
+    sites["va"]["age=65+"] = {"auroc": 0.2}
+    failures = judge(GatePolicy.from_mapping({"max-subgroup-auroc-gap": 0.1}), version(sites))
+    assert failures == []
+
+
+def test_a_version_without_a_privacy_record_counts_every_contributor_as_infinite() -> None:
+    view = version(GOOD)
+    del view["privacy"]
+    failures = judge(GatePolicy.from_mapping({"max-epsilon": 10.0}), view)
+    assert [(f.site, f.measured) for f in failures] == [
+        ("cleveland", math.inf),
+        ("hungary", math.inf),
+        ("va", math.inf),
+    ]
+
+
+def test_a_grouping_is_the_name_before_the_first_equals_sign() -> None:
+    """A level may itself hold '=' (``age=<=50``): its cell still belongs to ``age``."""
+    sites = {"va": cells(0.85, 0.75, 1.0, 0.05, **{"age=<=50": 0.6, "age=>50": 0.9})}
+    failures = judge(GatePolicy.from_mapping({"max-subgroup-auroc-gap": 0.1}), version(sites))
+    assert [(f.site, f.criterion) for f in failures] == [("va", "subgroup AUROC gap (age)")]
