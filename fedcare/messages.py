@@ -77,6 +77,11 @@ DP_ACCOUNTANT: Final = "dp-accountant"
 # round's global model) before training on them, and to send that evaluation with its update:
 # one exchange per round instead of two (fedcare.server.round_loop).
 EVALUATE_FIRST: Final = "evaluate-first"
+# The run's identity across resumes (fedcare.server.checkpoint): a resumed run is a new Flower
+# run with a new run id, so a site keys its ledger events and its reply cache by this instead
+# (the first Flower run's id) - a repeated train request for the same run and round is then
+# recognised (fedcare.client.rounds). Absent: the site uses Flower's run id.
+RUN_UID: Final = "run-uid"
 
 # --- Cross-site validation and the federation's preprocessing statistics (issue #10) ---------
 # Flower message types ("<category>.<action>"; Flower requires the action to be an identifier,
