@@ -10,7 +10,9 @@ column refuses the file, named in the message. Ignored columns are never read in
 they still pass the identifier guard (:mod:`fedcare.deidentify`, by name and by value): the
 export itself must not carry identifiers, so an SSN column cannot be ignored into a federation.
 A declared column with a Safe Harbor ceiling (``ColumnRule.top_code``: ages over 89) refuses
-values above it rather than silently top-coding them: the export is the site's to fix.
+values above it rather than silently top-coding them: the export is the site's to fix (the guard
+does the same for any other column named as an age). A spreadsheet's "CSV UTF-8" export loads
+as the plain file: its byte-order mark is dropped and CRLF line ends are line ends.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def _read_text_rows(
             f"{path}: not UTF-8 text (undecodable byte at offset {exc.start}); export the file "
             "as UTF-8 CSV"
         ) from None
+    # A spreadsheet's "CSV UTF-8" starts with a byte-order mark; it is no part of the first name.
+    text = text.removeprefix("\ufeff")
     # The csv module reads the text itself (newline=""), so a quoted field spanning a line break
     # stays one value (refused as a number) instead of being glued into another value.
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -232,8 +236,7 @@ def _allow_list_problems(
         note = " (listed to ignore, but an identifier cannot be ignored)"
         problems.append(
             f"column '{finding.column}'{note if finding.column.lower() in ignored else ''} "
-            f"looks like {finding.why}: remove it from the export; fedcare only takes "
-            "de-identified data"
+            f"looks like {finding.why}: {finding.fix}; fedcare only takes de-identified data"
         )
     flagged = {f.column for f in findings}
     undeclared = [

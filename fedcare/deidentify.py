@@ -10,8 +10,11 @@ code, full date) refuses a column on a single matching value, found anywhere in 
 an SSN inside a note counts): one leaked SSN is a leak, and a column where "only some rows"
 match is still an identifier column. A *weak* rule (5-digit ZIP, long number, person name,
 street address, free-text note) could match harmless values by chance, so it needs at least
-:data:`MIN_MATCH_SHARE` of the column's non-empty values. Messages name the column, the rule
-and how many values matched, never a value.
+:data:`MIN_MATCH_SHARE` of the column's non-empty values. A column named as an age ("age",
+"age_years", "patient_age") with one value above :data:`AGE_TOP_CODE` holds ages over 89 that
+are not top-coded; its fix is to top-code them, not to remove the column. A declared column is
+left to its task's ``ColumnRule.top_code``. Messages name the column, the rule and how many
+values matched, never a value.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ from dataclasses import dataclass
 
 MIN_MATCH_SHARE = 0.5  # a weak rule flags a column when at least half its non-empty values match
 FREE_TEXT_MIN_WORDS = 5  # a value of this many words or more is free text, not a code or level
+# HIPAA Safe Harbor: ages over 89 identify a person unless top-coded; 90 stands for "90 or older".
+AGE_TOP_CODE = 90
+REMOVE_FIX = "remove it from the export"
+AGE_FIX = (
+    f"top-code every value above {AGE_TOP_CODE - 1} to {AGE_TOP_CODE} in the export, the "
+    f"category '{AGE_TOP_CODE} or above'"
+)
 
 # (column-name words, what they are). A word matches a whole token of the normalised name
 # (tokens are separated by underscores), optionally followed by digits ("zip3", "phone2").
@@ -51,6 +61,7 @@ _NAME_WORDS: tuple[tuple[tuple[str, ...], str], ...] = (
 _NAME_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(r"(^|_)(" + "|".join(words) + r")\d*($|_)"), what) for words, what in _NAME_WORDS
 )
+_AGE_NAME = re.compile(r"(^|_)ages?\d*($|_)")  # a whole token: not "stage", "dosage"
 
 _MONTH = (
     r"(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sep(t(ember)?)?"
@@ -114,6 +125,7 @@ class Finding:
 
     column: str
     why: str  # e.g. "a date (by its name)", "phone numbers (by its values: 2 of 12; ...)"
+    fix: str = REMOVE_FIX  # what the site does to its export
 
 
 def normalise(column: str) -> str:
@@ -158,20 +170,45 @@ def identifier_by_values(values: Sequence[str]) -> str | None:
     return None
 
 
+def ages_over_top_code(column: str, values: Sequence[str]) -> str | None:
+    """Why a column named as an age still identifies (values above the top code), or None."""
+    if not _AGE_NAME.search(normalise(column)):
+        return None
+    numbers = [_number(v) for v in values if v.strip()]
+    above = sum(1 for n in numbers if n is not None and n > AGE_TOP_CODE)
+    if not above:
+        return None
+    return (
+        f"ages over {AGE_TOP_CODE - 1} (by its values: {above} of {len(numbers)} above "
+        f"{AGE_TOP_CODE}; HIPAA Safe Harbor identifiers)"
+    )
+
+
+def _number(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def find_identifiers(
     columns: Mapping[str, Sequence[str]], numeric_columns: Collection[str]
 ) -> list[Finding]:
-    """One finding per identifier-like column (its name first, then its values).
+    """One finding per identifier-like column (its name, then ages over 89, then its values).
 
     ``numeric_columns`` are declared numeric by the task; their values are not pattern-checked
-    (a cholesterol of 23456 is implausible, not a ZIP code; the task's range checks catch it),
-    their names still are.
+    (a cholesterol of 23456 is implausible, not a ZIP code; the task's range checks catch it,
+    and its top code an age over 89), their names still are.
     """
     findings: list[Finding] = []
     for column, values in columns.items():
         what = identifier_by_name(column)
         if what is not None:
             findings.append(Finding(column, f"{what} (by its name)"))
-        elif column not in numeric_columns and (why := identifier_by_values(values)) is not None:
+        elif column in numeric_columns:
+            continue
+        elif (why := ages_over_top_code(column, values)) is not None:
+            findings.append(Finding(column, why, AGE_FIX))
+        elif (why := identifier_by_values(values)) is not None:
             findings.append(Finding(column, why))
     return findings
