@@ -24,11 +24,18 @@ MIN_SUBGROUP_PATIENTS_KEY = "min-subgroup-patients"
 MIN_SUBGROUP_EVENTS_KEY = "min-subgroup-events"
 DEFAULT_MIN_SUBGROUP_PATIENTS = 11  # the small-cell rule of CMS and many hospital data offices
 DEFAULT_MIN_SUBGROUP_EVENTS = 5
+# train: continue the run in OUT_DIR_KEY from its last complete checkpoint (a new Flower run;
+# fedcare.server.checkpoint), instead of starting it.
+RESUME_KEY = "resume"
+# How long one exchange waits for the sites' replies (seconds): a round then goes on with the
+# replies that came, and a silent site is recorded as missing ("timeout").
+ROUND_TIMEOUT_KEY = "round-timeout"
+DEFAULT_ROUND_TIMEOUT_S = 600
 RUNTIME_KEYS = frozenset(
     {
         OUT_DIR_KEY, MIN_SITES_KEY, SIM_SITES_KEY, REGISTRY_KEY, MODE_KEY, CANDIDATE_KEY,
         INITIAL_MODEL_KEY, MIN_SUBGROUP_PATIENTS_KEY, MIN_SUBGROUP_EVENTS_KEY,
-        PREPROCESSING_FILE_KEY,
+        PREPROCESSING_FILE_KEY, RESUME_KEY, ROUND_TIMEOUT_KEY,
     }
 )  # fmt: skip
 ROUNDS_FILE = "rounds.json"
@@ -46,4 +53,6 @@ def default_runtime_config() -> dict[str, str | int]:
         PREPROCESSING_FILE_KEY: "",
         MIN_SUBGROUP_PATIENTS_KEY: DEFAULT_MIN_SUBGROUP_PATIENTS,
         MIN_SUBGROUP_EVENTS_KEY: DEFAULT_MIN_SUBGROUP_EVENTS,
+        RESUME_KEY: 0,
+        ROUND_TIMEOUT_KEY: DEFAULT_ROUND_TIMEOUT_S,
     }

@@ -31,11 +31,12 @@ from fedcare.atomic import write_json_atomic
 from fedcare.config import Preprocessing, RunConfig
 from fedcare.errors import ConfigError
 from fedcare.privacy.secure_aggregation import SecAggSettings
-from fedcare.run_record import RunRecord
+from fedcare.run_record import RunRecord, schema_sha256
 from fedcare.runtime_keys import (
     CANDIDATE_KEY,
     DEFAULT_MIN_SUBGROUP_EVENTS,
     DEFAULT_MIN_SUBGROUP_PATIENTS,
+    DEFAULT_ROUND_TIMEOUT_S,
     INITIAL_MODEL_KEY,
     MIN_SITES_KEY,
     MIN_SUBGROUP_EVENTS_KEY,
@@ -44,12 +45,22 @@ from fedcare.runtime_keys import (
     OUT_DIR_KEY,
     PREPROCESSING_FILE_KEY,
     REGISTRY_KEY,
+    RESUME_KEY,
+    ROUND_TIMEOUT_KEY,
     ROUNDS_FILE,
     RUNTIME_KEYS,
     TRAIN_MODE,
     VALIDATE_MODE,
 )
 from fedcare.server import progress
+from fedcare.server.checkpoint import (
+    Checkpoint,
+    check_resumable,
+    load_checkpoint,
+    restore_strategy_state,
+    save_checkpoint,
+    strategy_state,
+)
 from fedcare.server.grids import ResponsiveGrid
 from fedcare.server.ledger_heads import HEADS_FILE, LedgerHeads
 from fedcare.server.model_validation import (
@@ -69,7 +80,7 @@ from fedcare.weights import read_weights, save_weights, to_record
 
 WEIGHTS_FILE = "global_model.safetensors"
 PRIVACY_FILE = "privacy.json"  # deployed runs: each site's last signed ledger head
-REPLY_TIMEOUT_S = 3600.0
+REPLY_TIMEOUT_S = 3600.0  # validation and statistics exchanges (rounds: ROUND_TIMEOUT_KEY)
 
 app = ServerApp()
 
@@ -88,6 +99,8 @@ class ServerSettings:
     preprocessing_file: Path | None = None  # validate mode: the statistics it trained with
     min_subgroup_patients: int = DEFAULT_MIN_SUBGROUP_PATIENTS
     min_subgroup_events: int = DEFAULT_MIN_SUBGROUP_EVENTS
+    resume: bool = False
+    round_timeout: float = DEFAULT_ROUND_TIMEOUT_S
 
     @classmethod
     def from_run_config(cls, values: dict[str, Any]) -> ServerSettings:
@@ -111,6 +124,15 @@ class ServerSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"run-config: {key} = {value!r} must be an integer >= 1")
             thresholds[key] = value
+        round_timeout = values.get(ROUND_TIMEOUT_KEY, DEFAULT_ROUND_TIMEOUT_S)
+        if (
+            not isinstance(round_timeout, int | float)
+            or isinstance(round_timeout, bool)
+            or not round_timeout > 0
+        ):
+            raise ConfigError(
+                f"run-config: {ROUND_TIMEOUT_KEY} = {round_timeout!r} must be seconds > 0"
+            )
         candidate = _optional_path(values, CANDIDATE_KEY)
         if mode == VALIDATE_MODE and candidate is None:
             raise ConfigError(f"run-config: {MODE_KEY} = validate needs {CANDIDATE_KEY} (weights)")
@@ -125,6 +147,8 @@ class ServerSettings:
             preprocessing_file=_optional_path(values, PREPROCESSING_FILE_KEY),
             min_subgroup_patients=thresholds[MIN_SUBGROUP_PATIENTS_KEY],
             min_subgroup_events=thresholds[MIN_SUBGROUP_EVENTS_KEY],
+            resume=bool(values.get(RESUME_KEY, False)),
+            round_timeout=float(round_timeout),
         )
 
 
@@ -181,9 +205,16 @@ def main(grid: Grid, context: Context) -> None:
     """
     settings = ServerSettings.from_run_config(dict(context.run_config))
     run = settings.run
-    initial, initial_sha = _initial_weights(settings)
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
-    RunRecord.create(str(context.run_id), run.to_run_config(), initial_sha).write(settings.out_dir)
+    resumed: Checkpoint | None = None
+    if settings.resume:  # the run continues: its record, lineage and statistics stay as they are
+        resumed = load_checkpoint(settings.out_dir)
+        check_resumable(resumed, run.to_run_config(), settings.out_dir)
+        initial = resumed.weights
+    else:
+        initial, initial_sha = _initial_weights(settings)
+        settings.out_dir.mkdir(parents=True, exist_ok=True)
+        record = RunRecord.create(str(context.run_id), run.to_run_config(), initial_sha)
+        record.write(settings.out_dir)
     if isinstance(grid, HttpGrid):  # deployed: ask for replies every 0.1 s, not every 3 s
         grid = ResponsiveGrid(grid)
     registry = heads = None
@@ -193,9 +224,15 @@ def main(grid: Grid, context: Context) -> None:
     if settings.mode == VALIDATE_MODE:
         _validate(grid, settings, SiteNames(registry), heads)
         return
-    request = request_config(run)
+    run_uid = RunRecord.read(settings.out_dir).run_id
+    request = request_config(run) | {keys.RUN_UID: run_uid}
     statistics_sites: list[str] = []
-    if run.preprocessing is Preprocessing.FEDERATION:  # before SecAgg+: a plain exchange
+    if resumed is not None and run.preprocessing is Preprocessing.FEDERATION:
+        # released once, before round 1: a resumed run reuses them, the sites release nothing
+        record = json.loads((settings.out_dir / PREPROCESSING_FILE).read_text(encoding="utf-8"))
+        statistics_sites = list(record["sites"])
+        request |= {keys.PREPROCESSING_MEAN: record["mean"], keys.PREPROCESSING_STD: record["std"]}
+    elif run.preprocessing is Preprocessing.FEDERATION:  # before SecAgg+: a plain exchange
         exchange = connect(grid, settings.min_sites, SiteNames(registry), heads)
         stats, record = federation_statistics(
             exchange, request, settings.min_sites, REPLY_TIMEOUT_S
@@ -206,7 +243,7 @@ def main(grid: Grid, context: Context) -> None:
             keys.PREPROCESSING_MEAN: list(stats.mean),
             keys.PREPROCESSING_STD: list(stats.std),
         }
-    history: list[RoundRecord] = []
+    history = [RoundRecord.from_json(r) for r in resumed.history] if resumed else []
 
     def on_round(record: RoundRecord) -> None:
         history.append(record)
@@ -218,12 +255,46 @@ def main(grid: Grid, context: Context) -> None:
         grid = SecureAggregationGrid(grid, context, SecAggSettings.from_run(run))
     inner = build_strategy(run, settings.min_sites)
     strategy = SiteTracking(inner, on_round, rules, registry=registry, heads=heads)
+    resumes: list[dict[str, Any]] = []
+    if resumed is not None:
+        restore_strategy_state(inner, resumed.strategy_state)
+        strategy.restore_pending(resumed.pending)
+        resumes = [
+            *resumed.resumes,
+            {"flower_run_id": str(context.run_id), "from_round": resumed.round},
+        ]
+        write_json_atomic(settings.out_dir / ROUNDS_FILE, [r.to_json() for r in history])
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        save_checkpoint(
+            settings.out_dir,
+            Checkpoint(
+                round=server_round,
+                rounds=run.rounds,
+                run_uid=run_uid,
+                config=run.to_run_config(),
+                weights=arrays,
+                strategy_state=strategy_state(inner),
+                history=[r.to_json() for r in history],
+                pending=strategy.pending(),
+                resumes=resumes,
+                schema_sha256=schema_sha256(run.task),
+            ),
+        )
+
+    start = 1
+    if resumed is None:
+        checkpoint(0, initial)  # a crash before round 1 ends still resumes, statistics kept
+    else:
+        start = resumed.round + 1
     arrays = run_rounds(
         strategy, grid, initial, run.rounds,
         train_config=ConfigRecord(request),
         evaluate_config=ConfigRecord(request),
-        timeout=REPLY_TIMEOUT_S,
+        timeout=settings.round_timeout,
         fold=True,
+        start_round=start,
+        on_aggregated=checkpoint,
     )  # fmt: skip
     save_weights(settings.out_dir / WEIGHTS_FILE, arrays.to_torch_state_dict())
     if heads is not None:  # deployed: what each site's signed ledger head says it spent

@@ -22,6 +22,7 @@ Flower's order (tests compare the two).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
@@ -48,14 +49,20 @@ def run_rounds(
     evaluate_config: ConfigRecord,
     timeout: float,
     fold: bool,
+    start_round: int = 1,
+    on_aggregated: Callable[[int, ArrayRecord], None] | None = None,
 ) -> ArrayRecord:
-    """Round 0 evaluation, then ``rounds`` rounds of train + evaluation; the final weights."""
+    """Round 0 evaluation, then ``rounds`` rounds of train + evaluation; the final weights.
+
+    ``start_round`` > 1 continues a resumed run: ``initial`` is then the global model of round
+    ``start_round - 1``, whose evaluation is the first still to do. ``on_aggregated(r, arrays)``
+    is called after each round's aggregation (the coordinator's checkpoint)."""
     arrays = initial
     if fold:
         train_config = ConfigRecord(dict(train_config) | {keys.EVALUATE_FIRST: True})
     else:
-        _evaluate(strategy, grid, 0, arrays, evaluate_config, timeout, folded=[])
-    for server_round in range(1, rounds + 1):
+        _evaluate(strategy, grid, start_round - 1, arrays, evaluate_config, timeout, folded=[])
+    for server_round in range(start_round, rounds + 1):
         log.info("round %d/%d: training", server_round, rounds)
         requests = strategy.configure_train(server_round, arrays, train_config, grid)
         replies = list(grid.send_and_receive(requests, timeout=timeout))
@@ -65,6 +72,8 @@ def run_rounds(
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
+        if on_aggregated is not None:
+            on_aggregated(server_round, arrays)
         if not fold:
             _evaluate(strategy, grid, server_round, arrays, evaluate_config, timeout, folded=[])
     if fold:

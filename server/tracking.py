@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -40,6 +41,13 @@ from fedcare.server.validation import UpdateRules, metric_problem
 
 log = logging.getLogger(__name__)
 
+# Refusal codes a site chooses to send (its policy, budget, load); the other codes are failures.
+REFUSALS = frozenset(
+    {
+        keys.REFUSED_BUDGET, keys.REFUSED_DP_REQUIRED, keys.REFUSED_SECAGG_REQUIRED,
+        keys.REFUSED_APP, keys.REFUSED_BUSY,
+    }
+)  # fmt: skip
 # The metrics of a train reply that are about its training, not its folded evaluation.
 TRAIN_ONLY = frozenset({keys.TRAIN_LOSS, keys.EPSILON})
 
@@ -63,6 +71,9 @@ class RoundRecord:
     epsilon: dict[str, float] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)  # site -> allow-listed reason
     rejected: dict[str, str] = field(default_factory=dict)  # site -> why its update was dropped
+    # site -> why no update of it went in: "timeout" (asked, no reply within the round's
+    # timeout), "refused: <reason>" (a refusal code) or "failed: <reason>" (any other error)
+    missing: dict[str, str] = field(default_factory=dict)
     finished_at: float = field(default_factory=time.time)  # wall clock, for per-round timing
 
     @property
@@ -82,8 +93,26 @@ class RoundRecord:
             "epsilon": dict(sorted(self.epsilon.items())),
             "refused": dict(sorted(self.refused.items())),
             "rejected": dict(sorted(self.rejected.items())),
+            "missing": dict(sorted(self.missing.items())),
             "finished_at": self.finished_at,
         }
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> RoundRecord:
+        """The record :meth:`to_json` wrote (a resumed run's history, from its checkpoint)."""
+        return cls(
+            round=int(payload["round"]),
+            sites={
+                name: SiteEvaluation(loss=s["loss"], accuracy=s["accuracy"], auroc=s["auroc"])
+                for name, s in payload["sites"].items()
+            },
+            train_loss=dict(payload.get("train_loss", {})),
+            epsilon=dict(payload.get("epsilon", {})),
+            refused=dict(payload.get("refused", {})),
+            rejected=dict(payload.get("rejected", {})),
+            missing=dict(payload.get("missing", {})),
+            finished_at=float(payload["finished_at"]),
+        )
 
 
 def _metrics(reply: Message) -> MetricRecord | None:
@@ -165,7 +194,33 @@ class SiteTracking(Strategy):
         self._epsilon: dict[str, float] = {}
         self._refused: dict[str, str] = {}
         self._rejected: dict[str, str] = {}
+        self._missing: dict[str, str] = {}
+        self._asked: set[int] = set()  # the nodes this round's train requests went to
         self._sites = SiteNames(registry)
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        """The train side of the round whose evaluation is still to come (its record is written
+        after that evaluation): what a checkpoint keeps so a resumed run writes the same record."""
+        return {
+            "train_loss": dict(self._train_loss),
+            "epsilon": dict(self._epsilon),
+            "refused": dict(self._refused),
+            "rejected": dict(self._rejected),
+            "missing": dict(self._missing),
+        }
+
+    def restore_pending(self, pending: dict[str, dict[str, Any]]) -> None:
+        """Inverse of :meth:`pending`, in a resumed run."""
+        self._train_loss = {k: float(v) for k, v in pending.get("train_loss", {}).items()}
+        self._epsilon = {k: float(v) for k, v in pending.get("epsilon", {}).items()}
+        self._refused = dict(pending.get("refused", {}))
+        self._rejected = dict(pending.get("rejected", {}))
+        self._missing = dict(pending.get("missing", {}))
+
+    def _node_name(self, node: int) -> str:
+        if self.registry is not None:
+            return str(self.registry.names.get(node, f"node-{node}"))
+        return self._sites._names.get(node, f"node-{node}")
 
     def identify(self, reply: Message) -> tuple[str, str | None]:
         """The replying site's name, and why the reply must be refused for who sent it."""
@@ -190,19 +245,29 @@ class SiteTracking(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._global = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        requests = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._asked = {m.metadata.dst_node_id for m in requests}
+        return requests
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
+        self._missing = {}
         accepted: list[Message] = []
+        replies = list(replies)
+        for node in sorted(self._asked - {r.metadata.src_node_id for r in replies}):
+            name = self._node_name(node)
+            self._missing[name] = "timeout"
+            log.warning("round %d: site %s sent no reply in time", server_round, name)
         for reply in replies:
             name, rejection = self.identify(reply)
             if rejection is None and reply.has_error():
                 reason = reply.error.reason or ""
                 known = reason in keys.REFUSAL_CODES
                 self._refused[name] = reason if known else f"error {reply.error.code}"
+                refusal = reason in REFUSALS
+                self._missing[name] = f"{'refused' if refusal else 'failed'}: {self._refused[name]}"
                 log.warning("round %d: site %s sent no update (%s)", server_round, name, reason)
                 continue
             rejection = rejection or self._admit(reply, name, ignore=keys.EVAL_METRICS)
@@ -266,8 +331,10 @@ class SiteTracking(Strategy):
             epsilon=self._epsilon,
             refused=self._refused,
             rejected=rejected,
+            missing=self._missing,
         )
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
+        self._missing = {}
         self.on_round(record)
         return self.inner.aggregate_evaluate(server_round, [_evaluation_view(r) for r in accepted])
 
