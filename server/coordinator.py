@@ -34,6 +34,7 @@ from fedcare.runtime_keys import (
     MIN_SITES_KEY,
     OUT_DIR_KEY,
     REGISTRY_KEY,
+    RESUME_KEY,
     ROUNDS_FILE,
     default_runtime_config,
 )
@@ -46,6 +47,7 @@ LOOPBACK = "127.0.0.1"  # the SuperLink's own port never faces the network
 START_TIMEOUT_S = 60.0
 STATUS_EVERY_S = 5.0
 RUN_FILE = "run.json"
+SUBMITTED_FILE = "submitted.json"  # the run's settings as submitted (run-config overrides)
 
 
 class CoordinatorError(FedcareError):
@@ -250,7 +252,21 @@ class Coordinator:
             }
             | dict(runtime or {})
         )
+        write_json_atomic(out / SUBMITTED_FILE, overrides)  # what --resume submits again
         return self.submit_app(app, overrides)
+
+    def resume(self, out: Path, runtime: dict[str, Any] | None = None) -> Path:
+        """Submit the run in ``out`` again, as a new Flower run that continues from its last
+        complete checkpoint (:mod:`fedcare.server.checkpoint`); same app, same settings."""
+        submitted = out / SUBMITTED_FILE
+        if not (out / "app").is_dir() or not submitted.is_file():
+            raise CoordinatorError(
+                f"{out}: not a run folder of this coordinator ({SUBMITTED_FILE} or app/ missing);"
+                f" give a folder under {self.root / 'runs'}"
+            )
+        overrides = json.loads(submitted.read_text(encoding="utf-8"))
+        overrides |= dict(runtime or {}) | {RESUME_KEY: 1}
+        return self.submit_app(out / "app", overrides)
 
     def new_run_folder(self) -> Path:
         """A fresh folder under ``runs/`` for the next run's app and results."""

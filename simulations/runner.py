@@ -28,9 +28,16 @@ from fedcare.client.site import SiteIdentity
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
-from fedcare.runtime_keys import MIN_SITES_KEY, OUT_DIR_KEY, ROUNDS_FILE, SIM_SITES_KEY
+from fedcare.runtime_keys import (
+    MIN_SITES_KEY,
+    OUT_DIR_KEY,
+    RESUME_KEY,
+    ROUNDS_FILE,
+    SIM_SITES_KEY,
+)
 from fedcare.server import progress
 from fedcare.server.app import app as server_app
+from fedcare.server.checkpoint import CHECKPOINT_DIR
 from fedcare.server.model_validation import VALIDATION_FILE
 from fedcare.server.tracking import RoundRecord
 from fedcare.simulations.adversaries import Attack, adversarial_client_app
@@ -166,17 +173,23 @@ def run_federation(
     on_round: Callable[[RoundRecord, int], None] | None = None,
     attacks: Mapping[str, Attack] | None = None,
     runtime: Mapping[str, Any] | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Simulate the federation; returns the per-round records the ServerApp wrote.
 
     Call :func:`load_sites` first: it validates every site's data before Ray starts. Each
     simulation starts its sites with empty state (a new experiment, a new privacy ledger).
     ``attacks`` makes the named sites misbehave (:mod:`fedcare.simulations.adversaries`).
+    ``resume``: continue the interrupted run in ``out_dir`` from its last checkpoint
+    (:mod:`fedcare.server.checkpoint`); the sites keep their ledgers.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
-    shutil.rmtree(out_dir / SITES_DIR, ignore_errors=True)
+    if not resume:
+        (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / SITES_DIR, ignore_errors=True)
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
     run_config = simulation_run_config(config, scenario, out_dir, policies) | dict(runtime or {})
+    run_config[RESUME_KEY] = int(resume)
     clients = adversarial_client_app(attacks) if attacks else client_app
     unsubscribe = progress.subscribe(on_round) if on_round else None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,22 @@ from fedcare.simulations.scenarios import Scenario, get_scenario
 from fedcare.tasks import get_task
 
 SUMMARY_FILE = "summary.json"
+SIMULATION_FILE = "simulation.json"  # the simulation's own arguments, for --resume
+
+
+def resume_settings(out_dir: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """The run config and :func:`simulate` arguments of the simulation in ``out_dir``."""
+    from fedcare.run_record import RunRecord
+
+    settings_path = out_dir / SIMULATION_FILE
+    if not settings_path.is_file():
+        raise ConfigError(
+            f"{settings_path} is missing: {out_dir} is not a simulation folder fedcare can "
+            "resume; give the --out folder of an interrupted fedcare simulate"
+        )
+    config = RunConfig.from_run_config(RunRecord.read(out_dir).config)
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+    return config, settings
 
 
 def site_policies(
@@ -51,17 +68,33 @@ def simulate(
     site_delta: float | None = None,
     attacks: Mapping[str, Attack] | None = None,
     initial_model: Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the federation and its baselines; write the run folder; return the summary.
 
-    ``initial_model``: weights to start from instead of the seed's fresh model."""
+    ``initial_model``: weights to start from instead of the seed's fresh model. ``resume``:
+    continue the interrupted simulation in ``out_dir`` (:func:`resume_settings` gives the
+    arguments it was started with)."""
     scenario = get_scenario(config.scenario, config.task)
     sites = load_sites(config, scenario)
     policies = site_policies(config, scenario, site_budgets, site_delta)
     if initial_model is not None and not initial_model.is_file():
         raise ConfigError(f"--initial-model {initial_model}: no such weights file")
     runtime = {INITIAL_MODEL_KEY: str(initial_model)} if initial_model else {}
-    rounds = run_federation(config, scenario, out_dir, policies, on_round, attacks, runtime)
+    if not resume:  # what --resume needs besides the run config (run.record.json has that)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            out_dir / SIMULATION_FILE,
+            {
+                "site_budgets": dict(site_budgets or {}),
+                "site_delta": site_delta,
+                "attacks": [f"{site}={kind}" for site, kind in sorted((attacks or {}).items())],
+                "initial_model": str(initial_model) if initial_model else None,
+            },
+        )
+    rounds = run_federation(
+        config, scenario, out_dir, policies, on_round, attacks, runtime, resume=resume
+    )
     task = get_task(config.task)
     summary = build_summary(
         config,

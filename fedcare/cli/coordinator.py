@@ -60,7 +60,7 @@ def coordinator_register(folder: Annotated[Path, typer.Option("--dir", resolve_p
 @coordinator_app.command("run")
 def coordinator_run(
     folder: Annotated[Path, typer.Option("--dir", resolve_path=True)],
-    min_sites: Annotated[int, typer.Option(help="Sites every round waits for.")],
+    min_sites: Annotated[int | None, typer.Option(help="Sites every round waits for.")] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML run config.", resolve_path=True)
     ] = None,
@@ -81,12 +81,74 @@ def coordinator_run(
             resolve_path=True,
         ),
     ] = None,
+    round_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a round waits for the sites' replies before it goes on with those "
+            "that came (default 600); a silent site is recorded as missing."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue this run folder (runs/<time>) from its last complete round, as a "
+            "new Flower run with the run's own settings.",
+            resolve_path=True,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to follow the run.")] = 3600.0,
 ) -> None:
     """Submit a fedcare run to the federation and follow it round by round."""
     quiet_environment()
-    from fedcare.config import load_config
+    from fedcare.errors import ConfigError
+    from fedcare.runtime_keys import ROUND_TIMEOUT_KEY
     from fedcare.server.coordinator import Coordinator
+
+    coordinator = Coordinator(folder)
+    started = time.perf_counter()
+    timing = {ROUND_TIMEOUT_KEY: round_timeout} if round_timeout is not None else {}
+    if resume is not None:
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name, value in (
+                ("min_sites", min_sites), ("config", config), ("rounds", rounds),
+                ("strategy", strategy), ("dp", dp), ("target_epsilon", target_epsilon),
+                ("secure_aggregation", secure_aggregation), ("preprocessing", preprocessing),
+                ("initial_model", initial_model),
+            )
+            if value is not None
+        ]  # fmt: skip
+        if given:
+            refuse(
+                ConfigError(
+                    f"--resume continues a run with its own settings; drop {', '.join(given)}"
+                )
+            )
+        from fedcare.config import RunConfig
+        from fedcare.run_record import RunRecord
+
+        record = run_or_exit(lambda: RunRecord.read(resume))
+        run_config = RunConfig.from_run_config(record.config)
+        out = run_or_exit(lambda: coordinator.resume(resume, timing))
+        console.print(f"run resumed -> {out}")
+    else:
+        if min_sites is None:
+            refuse(ConfigError("--min-sites is required (the sites every round waits for)"))
+        run_config, out = _submit(
+            coordinator, min_sites, config, rounds, strategy, dp, target_epsilon,
+            secure_aggregation, preprocessing, initial_model, timing,
+        )  # fmt: skip
+    _follow(coordinator, out, run_config, started, timeout)
+
+
+def _submit(
+    coordinator: Any, min_sites: int, config: Path | None, rounds: int | None,
+    strategy: str | None, dp: bool | None, target_epsilon: float | None,
+    secure_aggregation: bool | None, preprocessing: str | None, initial_model: Path | None,
+    timing: dict[str, Any],
+) -> tuple[Any, Path]:  # fmt: skip
+    """A new run: its config from the file and options; submitted; its run folder."""
+    from fedcare.config import load_config
 
     run_config = run_or_exit(
         lambda: load_config(config).replace(
@@ -94,8 +156,6 @@ def coordinator_run(
             secure_aggregation=secure_aggregation, preprocessing=preprocessing,
         )
     )  # fmt: skip
-    coordinator = Coordinator(folder)
-    started = time.perf_counter()
     from fedcare.runtime_keys import INITIAL_MODEL_KEY
 
     if initial_model is not None and not initial_model.is_file():
@@ -103,8 +163,13 @@ def coordinator_run(
 
         refuse(ConfigError(f"--initial-model {initial_model}: no such weights file"))
     runtime = {INITIAL_MODEL_KEY: str(initial_model)} if initial_model else {}
-    out = run_or_exit(lambda: coordinator.submit(run_config, min_sites, runtime))
+    out = run_or_exit(lambda: coordinator.submit(run_config, min_sites, runtime | timing))
     console.print(f"run submitted -> {out}")
+    return run_config, out
+
+
+def _follow(coordinator: Any, out: Path, run_config: Any, started: float, timeout: float) -> None:
+    """Print each round as the run writes it, until the last."""
 
     def show(record: dict[str, Any]) -> None:
         sites = " ".join(f"{n[:5]} {s['accuracy']:.3f}" for n, s in record["sites"].items())
@@ -118,6 +183,9 @@ def coordinator_run(
             console.print(f"[yellow]  {site} sent no update: {reason}[/]")
         for site, reason in record.get("rejected", {}).items():
             console.print(f"[yellow]  {site}'s update rejected: {reason}[/]")
+        for site, reason in record.get("missing", {}).items():
+            if reason == "timeout":
+                console.print(f"[yellow]  {site} sent no reply within the round's timeout[/]")
 
     records = run_or_exit(lambda: coordinator.follow(out, run_config.rounds, show, timeout))
     end_of_run(records)  # no site trained in any round: one line per site, exit 5

@@ -93,6 +93,14 @@ def simulate(
             resolve_path=True,
         ),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the interrupted simulation in this run folder from its last "
+            "complete round, with its own settings (give no other option).",
+            resolve_path=True,
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show Flower's and Ray's logs.")
     ] = False,
@@ -102,6 +110,16 @@ def simulate(
     from fedcare.config import load_config
 
     started = time.perf_counter()
+    if resume is not None:
+        given = {
+            name: value
+            for name, value in locals().items()
+            if name not in ("resume", "verbose", "started", "load_config") and value is not None
+        }
+        if given:
+            run_or_exit(lambda: _refuse_with_resume(sorted(given)))
+        _resume(resume, verbose, started)
+        return
     run_config = run_or_exit(
         lambda: load_config(config).replace(
             rounds=rounds, strategy=strategy, model=model, weighting=weighting,
@@ -136,6 +154,10 @@ def simulate(
             initial_model=initial_model,
         )
     )
+    _finish(summary, out_dir, started)
+
+
+def _finish(summary: dict[str, Any], out_dir: Path, started: float) -> None:
     _print_summary(summary)
     console.print(f"run folder: {out_dir}   (summary.json, rounds.json, plots)")
     console.print(f"finished in {time.perf_counter() - started:.1f} s")
@@ -144,6 +166,38 @@ def simulate(
 
     records = json.loads((out_dir / ROUNDS_FILE).read_text())
     end_of_run(records, lambda site: str(site_state_dir(out_dir, site)))
+
+
+def _refuse_with_resume(names: list[str]) -> None:
+    options = ", ".join("--" + name.replace("_", "-") for name in names)
+    raise ConfigError(
+        f"--resume continues a run with its own settings; drop {options} (or start a new run)"
+    )
+
+
+def _resume(out_dir: Path, verbose: bool, started: float) -> None:
+    """``fedcare simulate --resume DIR``: the interrupted run, from its last checkpoint."""
+    from fedcare.simulations import simulate as run_simulation
+    from fedcare.simulations.simulation import resume_settings
+
+    run_config, settings = run_or_exit(lambda: resume_settings(out_dir))
+    attacks = run_or_exit(lambda: _parse_attacks(run_config, settings["attacks"]))
+    configure_logging(verbose)
+    console.print(f"fedcare simulate: resuming {out_dir} ({run_config.rounds} rounds)")
+    initial = settings["initial_model"]
+    summary = run_or_exit(
+        lambda: run_simulation(
+            run_config,
+            out_dir,
+            on_round=_print_round,
+            site_budgets=settings["site_budgets"],
+            site_delta=settings["site_delta"],
+            attacks=attacks,
+            initial_model=Path(initial) if initial else None,
+            resume=True,
+        )
+    )
+    _finish(summary, out_dir, started)
 
 
 def _parse_budgets(values: list[str]) -> dict[str, float]:
