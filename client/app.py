@@ -136,7 +136,9 @@ def train(msg: Message, context: Context) -> Message:
     if bool(config.get(keys.EVALUATE_FIRST, False)):
         evaluation = _evaluation(request, data, global_arrays)
     state = global_arrays.to_torch_state_dict()
-    outcome = train_round(request, site, state, str(context.run_id), data=data)
+    # A resumed run is a new Flower run: the run uid keeps the ledger and reply cache on one run.
+    run_id = request.run_uid if request.run_uid is not None else str(context.run_id)
+    outcome = train_round(request, site, state, run_id, data=data)
     return _reply(msg, site, outcome.metrics | evaluation, ArrayRecord(outcome.state))
 
 

@@ -30,6 +30,15 @@ def _numbers(config: ConfigRecord, key: str) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _text(config: ConfigRecord, key: str) -> str | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"round config {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RoundRequest:
     """What to train or evaluate this round, and under which DP mechanism (``dp`` None: none)."""
@@ -47,6 +56,9 @@ class RoundRequest:
     # The federation's statistics to standardise with (preprocessing = "federation"), or None:
     # the site's own training statistics.
     preprocessing: FeatureStats | None = None
+    # The run's identity across resumes (keys.RUN_UID: the first Flower run's id), or None: the
+    # coordinator sent none, and the site keys its ledger and reply cache by Flower's run id.
+    run_uid: str | None = None
 
     @classmethod
     def from_record(cls, config: ConfigRecord) -> RoundRequest:
@@ -80,6 +92,7 @@ class RoundRequest:
             proximal_mu=_number(config, keys.PROXIMAL_MU, 0.0),
             dp=dp,
             preprocessing=preprocessing,
+            run_uid=_text(config, keys.RUN_UID),
         )
 
     def shuffle_seed(self, site_name: str) -> int:
