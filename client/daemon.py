@@ -9,12 +9,14 @@ unreachable).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 
 from fedcare.client.executor import settings as executor_settings
 from fedcare.client.policy import SitePolicy
@@ -25,6 +27,13 @@ from fedcare.superexec import executor_argv, fedcare_fab_hash, write_secret
 from fedcare.tasks import get_task
 
 CONNECT_TIMEOUT_S = 60.0
+# A site daemon that died without stopping (crash, power cut, SIGKILL) leaves its SuperNode
+# marked online at the SuperLink until two missed heartbeats (Flower: 2 x 30 s), and Flower
+# refuses to activate a node that is online. A restart after such a death retries for that long.
+REJOIN_WAIT_S = HEARTBEAT_PATIENCE * HEARTBEAT_DEFAULT_INTERVAL + 20.0
+REJOIN_RETRY_S = 5.0
+NOT_ACTIVATED = "failed to activate supernode"
+logger = logging.getLogger(__name__)
 _SAFE_VALUE = re.compile(r'^[^"\s=\\]+$')
 
 
@@ -78,6 +87,8 @@ class SiteDaemon:
         get_task(task).load_site(name, data, ignore_columns=policy.ignore_columns)
         if self.daemon.alive():
             raise SiteError(f"{self.state_dir}: site daemon already running")
+        # a pid file whose process is gone: the last daemon died without 'site stop'
+        crashed = self.daemon.record() is not None
         node_config = SiteIdentity(
             name, data, self.state_dir, policy, key_path=key.resolve()
         ).to_node_config()  # the key also signs every reply's ledger head
@@ -105,8 +116,23 @@ class SiteDaemon:
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         environment = flower_environment(self.state_dir / "flwr-home")
         approved = (fedcare_fab_hash(), *approved_apps)
-        pid = self.daemon.start(argv, self.log_file, environment, port)
-        self._wait_connected(coordinator, offset, connect_timeout_s)
+        rejoin_until = time.monotonic() + REJOIN_WAIT_S
+        while True:
+            pid = self.daemon.start(argv, self.log_file, environment, port)
+            try:
+                self._wait_connected(coordinator, offset, connect_timeout_s)
+                break
+            except SiteError as exc:
+                text = self.log_file.read_bytes()[offset:].decode(errors="replace").lower()
+                if not crashed or NOT_ACTIVATED not in text or time.monotonic() > rejoin_until:
+                    raise exc from None
+                logger.warning(
+                    "the coordinator still holds this site's previous session (the daemon did "
+                    "not stop cleanly); retrying until it lapses (at most %.0f s)",
+                    REJOIN_WAIT_S,
+                )
+                time.sleep(REJOIN_RETRY_S)
+                offset = self.log_file.stat().st_size
         settings = executor_settings(f"127.0.0.1:{port}", secret, self.state_dir, approved)
         log = self.state_dir / "logs" / "executor.log"
         self.executor.start(

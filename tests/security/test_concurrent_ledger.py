@@ -58,7 +58,7 @@ APPEND_SCRIPT = textwrap.dedent(
 
 ROUND_SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     from pathlib import Path
     from fedcare.client.app import app
     from fedcare.config import RunConfig
@@ -68,6 +68,7 @@ ROUND_SCRIPT = textwrap.dedent(
     config = RunConfig(dp=True, target_epsilon=1.0, rounds=1)
     message = train_message(config, 1)
     context = site_context("va", data, state, **{"max-epsilon": budget})
+    context.run_id = os.getpid()  # two runs, not one run's request sent twice
     print("ready", flush=True)
     while not start.exists():
         time.sleep(0.001)
