@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -72,7 +73,8 @@ class RoundRecord:
     refused: dict[str, str] = field(default_factory=dict)  # site -> allow-listed reason
     rejected: dict[str, str] = field(default_factory=dict)  # site -> why its update was dropped
     # site -> why no update of it went in: "timeout" (asked, no reply within the round's
-    # timeout), "refused: <reason>" (a refusal code) or "failed: <reason>" (any other error)
+    # timeout), "offline" (Flower reported its node gone, or a registered site was not
+    # connected), "refused: <reason>" (a refusal code) or "failed: <reason>" (any other error)
     missing: dict[str, str] = field(default_factory=dict)
     finished_at: float = field(default_factory=time.time)  # wall clock, for per-round timing
 
@@ -195,7 +197,7 @@ class SiteTracking(Strategy):
         self._refused: dict[str, str] = {}
         self._rejected: dict[str, str] = {}
         self._missing: dict[str, str] = {}
-        self._asked: set[int] = set()  # the nodes this round's train requests went to
+        self._requests: list[Message] = []  # this round's train requests (ids once pushed)
         self._sites = SiteNames(registry)
 
     def pending(self) -> dict[str, dict[str, Any]]:
@@ -245,21 +247,48 @@ class SiteTracking(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._global = arrays
-        requests = list(self.inner.configure_train(server_round, arrays, config, grid))
-        self._asked = {m.metadata.dst_node_id for m in requests}
-        return requests
+        self._requests = list(self.inner.configure_train(server_round, arrays, config, grid))
+        return self._requests
+
+    def _no_reply(self, replies: list[Message]) -> tuple[dict[str, str], list[Message]]:
+        """Who sent nothing, and why; and the replies that came from sites. In a deployment a
+        registered site that was not connected when the round began (so not asked) is offline.
+
+        Flower's SuperLink itself answers for a site that cannot reply: an error from node
+        ``SUPERLINK_NODE_ID`` in reply to the request (its node went offline, or its reply was
+        lost). That is the site's absence, recorded under the site's name, not a reply."""
+        destination = {
+            m.metadata.message_id: m.metadata.dst_node_id
+            for m in self._requests
+            if m.metadata.message_id  # set when the grid pushed it
+        }
+        missing: dict[str, str] = {}
+        from_sites: list[Message] = []
+        for reply in replies:
+            node = destination.get(reply.metadata.reply_to_message_id)
+            if reply.metadata.src_node_id == SUPERLINK_NODE_ID and reply.has_error() and node:
+                offline = reply.error.code == ErrorCode.NODE_UNAVAILABLE
+                missing[self._node_name(node)] = "offline" if offline else "timeout"
+            else:
+                from_sites.append(reply)
+        answered = {r.metadata.src_node_id for r in from_sites}
+        asked = {m.metadata.dst_node_id for m in self._requests}
+        for node in sorted(asked - answered):
+            missing.setdefault(self._node_name(node), "timeout")
+        if self.registry is not None:  # registered, but not connected when the round began
+            for node, name in sorted(self.registry.names.items()):
+                if node not in asked:
+                    missing.setdefault(name, "offline")
+        return missing, from_sites
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
-        self._missing = {}
         accepted: list[Message] = []
-        replies = list(replies)
-        for node in sorted(self._asked - {r.metadata.src_node_id for r in replies}):
-            name = self._node_name(node)
-            self._missing[name] = "timeout"
-            log.warning("round %d: site %s sent no reply in time", server_round, name)
+        self._missing, replies = self._no_reply(list(replies))
+        for name, why in self._missing.items():
+            log.warning("round %d: no reply from site %s (%s)", server_round, name, why)
         for reply in replies:
             name, rejection = self.identify(reply)
             if rejection is None and reply.has_error():

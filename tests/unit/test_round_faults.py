@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, MessageType
+from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 
 from fedcare.client.app import build_client_app
 from fedcare.config import RunConfig, StrategyName
@@ -31,27 +32,41 @@ PLAIN = RunConfig(rounds=3, strategy=StrategyName.FEDAVG)
 
 class LossyGrid(InProcessGrid):
     """Delivers every request, but loses the train replies of ``silent`` in ``lost_rounds``
-    (the site trained; its reply never arrived)."""
+    (the site trained; its reply never arrived). ``flower_error``: as Flower's SuperLink does
+    when a node went offline, answer in its place with Flower's own error message (node
+    ``SUPERLINK_NODE_ID``, in reply to the request), instead of nothing."""
 
-    def __init__(self, nodes: dict[int, Node], silent: int, lost_rounds: set[int]) -> None:
+    def __init__(
+        self, nodes: dict[int, Node], silent: int, lost_rounds: set[int], flower_error: bool
+    ) -> None:
         super().__init__(nodes)
-        self.silent, self.lost_rounds = silent, lost_rounds
+        self.silent, self.lost_rounds, self.flower_error = silent, lost_rounds, flower_error
         self.train_exchanges = 0
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         messages = list(messages)
+        for message in messages:  # what pushing does to a message in Flower's grids
+            message.metadata.__dict__["_message_id"] = message.object_id
         replies = list(super().send_and_receive(messages, timeout=timeout))
         if any(m.metadata.message_type == MessageType.TRAIN for m in messages):
             self.train_exchanges += 1
             if self.train_exchanges in self.lost_rounds:
-                return [r for r in replies if r.metadata.src_node_id != self.silent]
+                replies = [r for r in replies if r.metadata.src_node_id != self.silent]
+                if self.flower_error:
+                    lost = next(m for m in messages if m.metadata.dst_node_id == self.silent)
+                    replies.append(
+                        create_message_error_unavailable_res_message(lost.metadata, "node")
+                    )
         return replies
 
 
 def _run(
-    folder: Path, site_paths: dict[str, Path], policies: dict[str, dict[str, str]]
+    folder: Path,
+    site_paths: dict[str, Path],
+    policies: dict[str, dict[str, str]],
+    flower_error: bool = False,
 ) -> list[dict[str, Any]]:
     nodes = {
         node_id: Node(
@@ -60,7 +75,7 @@ def _run(
         )
         for node_id, name in SITES.items()
     }
-    grid = LossyGrid(nodes, silent=2, lost_rounds={2})
+    grid = LossyGrid(nodes, silent=2, lost_rounds={2}, flower_error=flower_error)
     history: list[RoundRecord] = []
     rules = UpdateRules(PLAIN.max_update_norm, PLAIN.weighting, dp=PLAIN.dp)
     strategy = SiteTracking(build_strategy(PLAIN, 2), history.append, rules)
@@ -90,3 +105,19 @@ def test_the_round_log_names_who_was_missing_and_why(
     assert set(records[3]["train_loss"]) == {"cleveland", "hungarian"}  # it rejoined
     for record in records:
         assert set(record["sites"]) == set(SITES.values())
+
+
+def test_flowers_stand_in_error_for_an_offline_site_is_that_site_missing_not_a_reply(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    # Prepare: Hungary goes offline in round 2; Flower's SuperLink answers for it.
+    policies = {name: {"require-dp": "false"} for name in SITES.values()}
+
+    # Execute
+    records = _run(tmp_path, site_paths, policies, flower_error=True)
+
+    # Assert: recorded as Hungary offline - not as a rejected reply from an unknown node 1.
+    assert records[2]["missing"] == {"hungarian": "offline"}
+    assert records[2]["rejected"] == {} and records[2]["refused"] == {}
+    assert set(records[2]["train_loss"]) == {"cleveland", "va"}
+    assert records[1]["missing"] == {} and records[3]["missing"] == {}
