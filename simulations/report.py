@@ -20,6 +20,7 @@ from fedcare.tasks import SiteData
 ACCURACY_PLOT = "accuracy_per_site.png"
 COMPARISON_PLOT = "federated_vs_baselines.png"
 EPSILON_PLOT = "epsilon_per_site.png"
+PERSONALIZATION_PLOT = "personalization_per_site.png"
 
 
 def _figure(width: float) -> tuple[Figure, Axes]:
@@ -84,7 +85,9 @@ def privacy_summary(
         events = PrivacyLedger(state_dirs[site.site]).read()
         delta = policies[site.site].delta or default_delta(site.n_train)
         deltas.append(delta)
-        rounds = [e for e in events if e.kind != GAUSSIAN_KIND]  # not the statistics' release
+        trainings = [e for e in events if e.kind != GAUSSIAN_KIND]  # not the statistics' release
+        # personalization trainings are recorded past the run's last round (fedcare.personalization)
+        rounds = [e for e in trainings if e.round <= config.rounds]
         last = rounds[-1] if rounds else None
         report[site.site] = {
             "epsilon": epsilon_from_events(events, delta, config.accountant),  # every event
@@ -93,7 +96,8 @@ def privacy_summary(
             "sample_rate": last.sample_rate if last else None,
             "steps": sum(e.steps for e in rounds),
             "rounds_trained": len(rounds),
-            "statistics_releases": len(events) - len(rounds),
+            "personalization_trainings": len(trainings) - len(rounds),
+            "statistics_releases": len(events) - len(trainings),
             "max_epsilon": policies[site.site].max_epsilon,
         }
     return {"delta": max(deltas), "accountant": str(config.accountant), "sites": report}
@@ -135,6 +139,8 @@ def write_plots(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str, 
     fig.tight_layout()
     fig.savefig(comparison_path, dpi=110)
     paths = [accuracy_path, comparison_path]
+    if all("personalized" in site for site in summary["sites"].values()):
+        paths.append(_plot_personalization(out_dir, summary))
     if summary.get("privacy"):
         paths.append(_plot_epsilon(out_dir, rounds, summary))
     return paths
@@ -162,6 +168,29 @@ def _plot_epsilon(out_dir: Path, rounds: list[dict[str, Any]], summary: dict[str
     ax.grid(alpha=0.3)
     ax.legend()
     path = out_dir / EPSILON_PLOT
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _plot_personalization(out_dir: Path, summary: dict[str, Any]) -> Path:
+    """Per site, on its own test set: its local-only model, the global model, its personalized."""
+    names = sorted(summary["sites"])
+    columns = {
+        "local-only": [summary["baselines"]["local"][n]["sites"][n]["accuracy"] for n in names],
+        "global": [summary["sites"][n]["accuracy"] for n in names],
+        "personalized": [summary["sites"][n]["personalized"]["accuracy"] for n in names],
+    }
+    fig, ax = _figure(8)
+    width = 0.8 / len(columns)
+    for i, (label, values) in enumerate(columns.items()):
+        bars = ax.bar([j + i * width for j in range(len(names))], values, width, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
+    ax.set(ylabel="test accuracy (own test set)", title="local-only vs global vs personalized")
+    ax.set_ylim(0, 1.12)  # room for the legend above the bars
+    ax.legend(fontsize=8, loc="upper center", ncols=3)
+    path = out_dir / PERSONALIZATION_PLOT
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

@@ -244,7 +244,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
         title=f"Per-site test accuracy ({summary['strategy']}, {summary['rounds']} rounds)"
     )
     privacy = summary.get("privacy")
-    columns = ["site", "train", "test", "federated", "AUROC", "local", "pooled"]
+    personal = all("personalized" in site for site in summary["sites"].values())
+    columns = ["site", "train", "test", "federated", "AUROC", "local"]
+    columns += ["personal"] if personal else []
+    columns += ["pooled"]
     columns += ["ε / max", "σ"] if privacy else []
     for column in columns:
         table.add_column(column, justify="left" if column == "site" else "right")
@@ -253,8 +256,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         row = [
             name, str(site["n_train"]), str(site["n_test"]), fmt(site["accuracy"]),
             fmt(site["auroc"]), fmt(baselines["local"][name]["sites"][name]["accuracy"]),
-            fmt(baselines["pooled"]["sites"][name]["accuracy"]),
         ]  # fmt: skip
+        row += [fmt(site["personalized"]["accuracy"])] if personal else []
+        row += [fmt(baselines["pooled"]["sites"][name]["accuracy"])]
         if privacy:
             spent = privacy["sites"][name]
             row += [
@@ -264,9 +268,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row(*row)
     best_local = max(result["mean_accuracy"] for result in baselines["local"].values())
     table.add_row(
-        "mean", "", "", f"[bold]{summary['mean_accuracy']:.3f}[/]", "",
-        f"best {best_local:.3f}", fmt(baselines["pooled"]["mean_accuracy"]),
-        *(["", ""] if privacy else []),
+        "mean", "", "", f"[bold]{summary['mean_accuracy']:.3f}[/]", "", f"best {best_local:.3f}",
+        *([fmt(summary["personalized_mean_accuracy"])] if personal else []),
+        fmt(baselines["pooled"]["mean_accuracy"]), *(["", ""] if privacy else []),
     )  # fmt: skip
     console.print(table)
     if privacy:
@@ -284,3 +288,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "local = each site's own model on its own test set; its mean row is the best local "
         "model's mean over all sites' test sets"
     )
+    if personal:
+        console.print(
+            "personal = the global model personalized at each site on its own training rows "
+            "(settings chosen on a validation part of them), scored on its own test set"
+        )
