@@ -45,13 +45,15 @@ def test_train_register_validate_gate_release_verify_and_serve(
     with running_federation(tmp_path, {s: site_paths[s] for s in SITES}) as federation:
         coord = federation["coord"]
         registry = str(coord / "registry")
-        # Execute: train (DP), register the run's model
+        # Execute: train (DP) with the federation's statistics - the preprocessing a release
+        # serves raw values with - and register the run's model
         trained = fedcare(
             "coordinator", "run", "--dir", str(coord), "--min-sites", "3", "--rounds", "2",
-            "--dp", "--target-epsilon", "2", "--timeout", "600",
+            "--dp", "--target-epsilon", "2", "--preprocessing", "federation", "--timeout", "600",
         )  # fmt: skip
         assert trained.returncode == 0, trained.stderr
         run_dir = sorted((coord / "runs").iterdir())[-1]
+        final_round = json.loads((run_dir / "rounds.json").read_text())[-1]
         added = fedcare("registry", "add", str(run_dir), "--registry", registry)
         assert added.returncode == 0 and "registered v1" in added.stdout, added.stderr
         # Execute: every deployed site scores v1 on its own held-out patients
@@ -68,27 +70,38 @@ def test_train_register_validate_gate_release_verify_and_serve(
         assert sorted(validation["sites"]) == sorted(SITES)
         for site in SITES:
             overall = validation["sites"][site][keys.OVERALL_CELL]
-            assert 0.5 < overall[keys.AUROC] <= 1.0, (site, overall)
+            # the same model, test rows and statistics as the run's last evaluation: the same
+            # AUROC (sent to 2 decimals) - the sites scored the candidate, not something else
+            trained_auroc = final_round["sites"][site]["auroc"]
+            assert overall[keys.AUROC] == pytest.approx(trained_auroc, abs=0.0051), (site, overall)
             assert overall[keys.AUROC_CI_LOW] <= overall[keys.AUROC] <= overall[keys.AUROC_CI_HIGH]
             assert overall[keys.PATIENTS] % keys.COUNT_BUCKET == 0  # a bucket, never a count
         assert sorted(shown["privacy"]) == sorted(SITES)
-        assert all(0 < p["epsilon"] <= 2.0 for p in shown["privacy"].values())
+        # DP-SGD's target (2) plus the statistics' release (ε 1.01 alone), composed by RDP
+        statistics = json.loads((run_dir / "preprocessing.json").read_text())["privacy"]
+        assert statistics["epsilon_at_delta_1e-5"] > 0
+        assert all(2.0 < p["epsilon"] <= 2.0 + 1.02 for p in shown["privacy"].values())
         assert all(p["delta"] == 1e-5 for p in shown["privacy"].values())  # signed heads' δ
-        for site in SITES:  # validation released each site's statistics: its ε grew, recorded
-            assert validation["privacy"][site]["epsilon"] > shown["privacy"][site]["epsilon"]
+        for site in SITES:  # the run's statistics are reused: validation released nothing new
+            after = validation["privacy"][site]["epsilon"]
+            assert after == pytest.approx(shown["privacy"][site]["epsilon"], rel=1e-9), site
         # Assert: what each site sent during validation, from its own audit log
         validation_run = json.loads((Path(validation["run_dir"]) / "run.json").read_text())
         for site in SITES:
             sent = validation_replies(federation["root"] / site, validation_run["run_id"])
-            assert {e["message_type"] for e in sent} == {
-                keys.FEATURE_STATS_QUERY,
-                keys.VALIDATE_QUERY,
-            }, (site, sent)
+            assert {e["message_type"] for e in sent} == {keys.VALIDATE_QUERY}, (site, sent)
             for entry in sent:
                 assert entry["arrays"] == [], (site, entry)  # no prediction, no weights
                 names = set(entry["metrics"].get(keys.METRICS, {}))
                 allowed = keys.FEATURE_STATS_METRICS | keys.ALLOWED_VALIDATION_METRICS
                 assert names <= allowed, (site, names - allowed)
+
+        training_run = json.loads((run_dir / "run.json").read_text())
+        for site in SITES:  # the statistics went before round 1: noised sums only, once
+            sent = validation_replies(federation["root"] / site, training_run["run_id"])
+            assert [e["message_type"] for e in sent] == [keys.FEATURE_STATS_QUERY], (site, sent)
+            assert sent[0]["arrays"] == [], (site, sent)
+            assert set(sent[0]["metrics"].get(keys.METRICS, {})) <= keys.FEATURE_STATS_METRICS
 
         # Execute: the gate, strict then permissive; the owner's release key
         keyed = fedcare("pki", "release-key", "--dir", str(tmp_path / "owner"))
