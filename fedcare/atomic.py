@@ -5,6 +5,7 @@ A reader therefore sees either the previous good file or the new one, never a to
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -36,3 +37,16 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented, key-sorted JSON, atomically."""
     text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove the temp files that writes of ``path`` interrupted by a crash left beside it
+    (:func:`write_bytes_atomic` names them ``.<name>.<random>.tmp``); returns them.
+
+    Call it only while holding the lock that serialises every writer of ``path``: a temp file
+    of a write in flight would otherwise be taken from under it.
+    """
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    for temp in stale:
+        temp.unlink(missing_ok=True)
+    return stale

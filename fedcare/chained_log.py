@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedcare.atomic import write_bytes_atomic, write_json_atomic
+from fedcare.atomic import remove_stale_temp_files, write_bytes_atomic, write_json_atomic
 from fedcare.locking import LockTimeoutError, file_lock, lock_path
 
 GENESIS = "0" * 64
@@ -77,6 +77,8 @@ class ChainedJsonLog:
             line = json.dumps({**entry, "chain": chain}, sort_keys=True, allow_nan=False) + "\n"
             write_bytes_atomic(self.path, (text + line).encode("utf-8"))
             write_json_atomic(self.head_path, {"entries": len(entries) + 1, "chain": chain})
+            for path in (self.path, self.head_path):  # a crash mid-write left its temp file
+                remove_stale_temp_files(path)
         return [*entries, entry]
 
     @contextmanager
