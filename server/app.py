@@ -27,7 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.superlink.grid.http_grid import HttpGrid
 
 from fedcare import messages as keys
-from fedcare.atomic import write_json_atomic
+from fedcare.atomic import remove_stale_temp_files, write_json_atomic
 from fedcare.config import Preprocessing, RunConfig
 from fedcare.errors import ConfigError
 from fedcare.privacy.secure_aggregation import SecAggSettings
@@ -207,6 +207,8 @@ def main(grid: Grid, context: Context) -> None:
     run = settings.run
     resumed: Checkpoint | None = None
     if settings.resume:  # the run continues: its record, lineage and statistics stay as they are
+        for name in (ROUNDS_FILE, PRIVACY_FILE, WEIGHTS_FILE):  # this run's own files: a crash
+            remove_stale_temp_files(settings.out_dir / name)  # mid-write left its temp file
         resumed = load_checkpoint(settings.out_dir)
         check_resumable(resumed, run.to_run_config(), settings.out_dir)
         initial = resumed.weights
