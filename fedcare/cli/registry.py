@@ -210,6 +210,9 @@ def registry_validate(
     )
 
     config = run_or_exit(lambda: RunConfig.from_run_config(view["run"]["config"]))
+    warning = served_preprocessing_warning(version, config)
+    if warning:
+        console.print(f"[yellow]{warning}[/]")
     runtime = {MODE_KEY: VALIDATE_MODE, CANDIDATE_KEY: str(weights)}
     # Statistics the sites released already (in training, or at an earlier validation) are
     # reused: each release spends privacy, and the model is validated as it will be served.
@@ -348,3 +351,23 @@ def registry_verify(
 
     run_or_exit(lambda: verify_bundle(bundle, key))
     console.print(f"verified: {bundle} is signed by {key.name} and unchanged")
+
+
+def served_preprocessing_warning(version: str, config: Any) -> str | None:
+    """Why a version may score far below its training evaluation, or None.
+
+    Validation scores a candidate as a release serves it: raw values standardised with the
+    federation's statistics. A model trained with each site's own statistics
+    (``--preprocessing site``, the default) saw differently scaled inputs, and can score near
+    chance here (AUROC 0.45-0.50 at three sites for a model whose own evaluation was 0.73).
+    """
+    from fedcare.config import Preprocessing
+
+    if config.preprocessing is Preprocessing.FEDERATION:
+        return None
+    return (
+        f"warning: {version} was trained with each site's own standardisation; validation "
+        "scores it as a release serves it, with the federation's statistics, so it may score far "
+        "below its training evaluation - train with --preprocessing federation a model meant "
+        "for release"
+    )

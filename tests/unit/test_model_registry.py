@@ -271,3 +271,15 @@ def test_an_unknown_version_is_refused_naming_the_known_ones(tmp_path: Path) -> 
         registry.get("v9")
     assert str(empty.value) == f"{registry.root}: no version 'v1' (versions: none yet)"
     assert str(unknown.value) == f"{registry.root}: no version 'v9' (versions: v1, v2)"
+
+
+def test_validating_a_site_standardised_model_warns_that_it_is_scored_as_served() -> None:
+    from fedcare.cli.registry import served_preprocessing_warning
+    from fedcare.config import Preprocessing, RunConfig
+
+    warning = served_preprocessing_warning("v3", RunConfig(preprocessing=Preprocessing.SITE))
+    assert warning is not None
+    assert warning.startswith("warning: v3 was trained with each site's own standardisation")
+    assert "--preprocessing federation" in warning and "\n" not in warning
+    federation = RunConfig(preprocessing=Preprocessing.FEDERATION)
+    assert served_preprocessing_warning("v3", federation) is None
