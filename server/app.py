@@ -256,7 +256,11 @@ def main(grid: Grid, context: Context) -> None:
     if run.secure_aggregation:
         grid = SecureAggregationGrid(grid, context, SecAggSettings.from_run(run))
     inner = build_strategy(run, settings.min_sites)
-    strategy = SiteTracking(inner, on_round, rules, registry=registry, heads=heads)
+    strategy = SiteTracking(
+        inner, on_round, rules, registry=registry, heads=heads,
+        # under SecAgg+ the updates arrive already summed; Flower's protocol has its own minimum
+        min_sites=None if run.secure_aggregation else settings.min_sites,
+    )  # fmt: skip
     resumes: list[dict[str, Any]] = []
     if resumed is not None:
         restore_strategy_state(inner, resumed.strategy_state)

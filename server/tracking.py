@@ -76,6 +76,8 @@ class RoundRecord:
     # timeout), "offline" (Flower reported its node gone, or a registered site was not
     # connected), "refused: <reason>" (a refusal code) or "failed: <reason>" (any other error)
     missing: dict[str, str] = field(default_factory=dict)
+    # False: fewer than min-sites sites replied in time, so the global model was kept as it was
+    updated: bool = True
     finished_at: float = field(default_factory=time.time)  # wall clock, for per-round timing
 
     @property
@@ -96,6 +98,7 @@ class RoundRecord:
             "refused": dict(sorted(self.refused.items())),
             "rejected": dict(sorted(self.rejected.items())),
             "missing": dict(sorted(self.missing.items())),
+            "updated": self.updated,
             "finished_at": self.finished_at,
         }
 
@@ -113,6 +116,7 @@ class RoundRecord:
             refused=dict(payload.get("refused", {})),
             rejected=dict(payload.get("rejected", {})),
             missing=dict(payload.get("missing", {})),
+            updated=bool(payload.get("updated", True)),
             finished_at=float(payload["finished_at"]),
         )
 
@@ -185,8 +189,15 @@ class SiteTracking(Strategy):
         rules: UpdateRules | None = None,
         registry: SiteRegistry | None = None,
         heads: LedgerHeads | None = None,
+        min_sites: int | None = None,
     ) -> None:
         self.inner = inner
+        # A round's update goes into the model only when at least this many sites replied
+        # (a refusal or a rejected update is a reply; a site that timed out or went offline is
+        # not; None: whatever came, as Flower's strategies aggregate): a round that faults left
+        # with fewer keeps the global model as it was.
+        self.min_sites = min_sites
+        self._updated = True
         self.on_round = on_round
         self.rules = rules
         self.registry = registry
@@ -209,6 +220,7 @@ class SiteTracking(Strategy):
             "refused": dict(self._refused),
             "rejected": dict(self._rejected),
             "missing": dict(self._missing),
+            "updated": self._updated,
         }
 
     def restore_pending(self, pending: dict[str, dict[str, Any]]) -> None:
@@ -218,6 +230,7 @@ class SiteTracking(Strategy):
         self._refused = dict(pending.get("refused", {}))
         self._rejected = dict(pending.get("rejected", {}))
         self._missing = dict(pending.get("missing", {}))
+        self._updated = bool(pending.get("updated", True))
 
     def _node_name(self, node: int) -> str:
         if self.registry is not None:
@@ -311,6 +324,13 @@ class SiteTracking(Strategy):
             if metrics is not None and keys.TRAIN_LOSS in metrics:
                 self._train_loss[name] = float(metrics[keys.TRAIN_LOSS])  # type: ignore[arg-type]
             accepted.append(reply)
+        self._updated = self.min_sites is None or len(replies) >= self.min_sites
+        if not self._updated:
+            log.warning(
+                "round %d: %d site(s) replied, fewer than min-sites %d: the global model is kept "
+                "as it was", server_round, len(replies), self.min_sites,
+            )  # fmt: skip
+            return None, None
         return self.inner.aggregate_train(server_round, accepted)
 
     def _screen(self, reply: Message) -> str | None:
@@ -361,9 +381,10 @@ class SiteTracking(Strategy):
             refused=self._refused,
             rejected=rejected,
             missing=self._missing,
+            updated=self._updated,
         )
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
-        self._missing = {}
+        self._missing, self._updated = {}, True
         self.on_round(record)
         return self.inner.aggregate_evaluate(server_round, [_evaluation_view(r) for r in accepted])
 

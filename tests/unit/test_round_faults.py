@@ -67,6 +67,7 @@ def _run(
     site_paths: dict[str, Path],
     policies: dict[str, dict[str, str]],
     flower_error: bool = False,
+    min_sites: int | None = None,
 ) -> list[dict[str, Any]]:
     nodes = {
         node_id: Node(
@@ -78,7 +79,7 @@ def _run(
     grid = LossyGrid(nodes, silent=2, lost_rounds={2}, flower_error=flower_error)
     history: list[RoundRecord] = []
     rules = UpdateRules(PLAIN.max_update_norm, PLAIN.weighting, dp=PLAIN.dp)
-    strategy = SiteTracking(build_strategy(PLAIN, 2), history.append, rules)
+    strategy = SiteTracking(build_strategy(PLAIN, 2), history.append, rules, min_sites=min_sites)
     model = get_task(PLAIN.task).build_model(PLAIN.model, seed=PLAIN.seed)
     config = ConfigRecord(request_config(PLAIN))
     run_rounds(strategy, grid, to_record(model), PLAIN.rounds, config, config, 5.0, fold=True)
@@ -121,3 +122,20 @@ def test_flowers_stand_in_error_for_an_offline_site_is_that_site_missing_not_a_r
     assert records[2]["rejected"] == {} and records[2]["refused"] == {}
     assert set(records[2]["train_loss"]) == {"cleveland", "va"}
     assert records[1]["missing"] == {} and records[3]["missing"] == {}
+
+
+def test_a_round_with_fewer_than_min_sites_updates_keeps_the_global_model(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    # Prepare: all three sites must send an update; Hungary's round-2 reply is lost.
+    policies = {name: {"require-dp": "false"} for name in SITES.values()}
+
+    # Execute
+    records = _run(tmp_path, site_paths, policies, min_sites=3)
+
+    # Assert: round 2 did not move the model (its evaluation is round 1's, site by site), and
+    # says so; rounds 1 and 3 did.
+    assert [r["updated"] for r in records] == [True, True, False, True]
+    assert records[2]["missing"] == {"hungarian": "timeout"}
+    assert records[2]["sites"] == records[1]["sites"]
+    assert records[3]["sites"] != records[2]["sites"]
