@@ -10,13 +10,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fedcare.errors import ExitCode, FedcareError
+from fedcare.errors import ConfigError, ExitCode, FedcareError
 
 console = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -27,6 +28,14 @@ SecureAggregationOption = Annotated[
     typer.Option(
         "--secure-aggregation/--no-secure-aggregation",
         help="SecAgg+: the coordinator learns only the sum of the sites' updates.",
+    ),
+]
+InitialModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Start from these weights (e.g. a registry version's); the registry then "
+        "names that version as the new one's parent.",
+        resolve_path=True,
     ),
 ]
 
@@ -87,3 +96,16 @@ def end_of_run(
 
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def refuse_options_with_resume(options: dict[str, object]) -> None:
+    """``--resume`` continues a run with the settings it started with: refuse (one line, exit
+    2) any run option also given, named as on the command line."""
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+    if given:
+        refuse(
+            ConfigError(
+                f"--resume continues a run with its own settings; drop {', '.join(given)} "
+                "(or start a new run)"
+            )
+        )

@@ -9,11 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from fedcare.cli.common import (
+    InitialModelOption,
     SecureAggregationOption,
     console,
     end_of_run,
     quiet_environment,
     refuse,
+    refuse_options_with_resume,
     run_or_exit,
 )
 
@@ -73,14 +75,7 @@ def coordinator_run(
         str | None,
         typer.Option(help="site (own statistics) or federation (noised, on each ledger)."),
     ] = None,
-    initial_model: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from these weights (e.g. a registry version's); the registry then "
-            "names that version as the new one's parent.",
-            resolve_path=True,
-        ),
-    ] = None,
+    initial_model: InitialModelOption = None,
     round_timeout: Annotated[
         float | None,
         typer.Option(
@@ -108,22 +103,14 @@ def coordinator_run(
     started = time.perf_counter()
     timing = {ROUND_TIMEOUT_KEY: round_timeout} if round_timeout is not None else {}
     if resume is not None:
-        given = [
-            f"--{name.replace('_', '-')}"
-            for name, value in (
-                ("min_sites", min_sites), ("config", config), ("rounds", rounds),
-                ("strategy", strategy), ("dp", dp), ("target_epsilon", target_epsilon),
-                ("secure_aggregation", secure_aggregation), ("preprocessing", preprocessing),
-                ("initial_model", initial_model),
-            )
-            if value is not None
-        ]  # fmt: skip
-        if given:
-            refuse(
-                ConfigError(
-                    f"--resume continues a run with its own settings; drop {', '.join(given)}"
-                )
-            )
+        refuse_options_with_resume(
+            {
+                "min_sites": min_sites, "config": config, "rounds": rounds, "strategy": strategy,
+                "dp": dp, "target_epsilon": target_epsilon,
+                "secure_aggregation": secure_aggregation, "preprocessing": preprocessing,
+                "initial_model": initial_model,
+            }
+        )  # fmt: skip
         from fedcare.config import RunConfig
         from fedcare.run_record import RunRecord
 

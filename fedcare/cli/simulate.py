@@ -11,12 +11,14 @@ import typer
 from rich.table import Table
 
 from fedcare.cli.common import (
+    InitialModelOption,
     SecureAggregationOption,
     configure_logging,
     console,
     end_of_run,
     fmt,
     quiet_environment,
+    refuse_options_with_resume,
     run_or_exit,
 )
 from fedcare.errors import ConfigError
@@ -85,14 +87,7 @@ def simulate(
             "dropout); repeatable."
         ),
     ] = None,
-    initial_model: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from these weights (e.g. a registry version's); the registry then "
-            "names that version as the new one's parent.",
-            resolve_path=True,
-        ),
-    ] = None,
+    initial_model: InitialModelOption = None,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -111,13 +106,12 @@ def simulate(
 
     started = time.perf_counter()
     if resume is not None:
-        given = {
+        options = {
             name: value
-            for name, value in locals().items()
-            if name not in ("resume", "verbose", "started", "load_config") and value is not None
+            for name, value in sorted(locals().items())
+            if name not in ("resume", "verbose", "started", "load_config")
         }
-        if given:
-            run_or_exit(lambda: _refuse_with_resume(sorted(given)))
+        refuse_options_with_resume(options)
         _resume(resume, verbose, started)
         return
     run_config = run_or_exit(
@@ -166,13 +160,6 @@ def _finish(summary: dict[str, Any], out_dir: Path, started: float) -> None:
 
     records = json.loads((out_dir / ROUNDS_FILE).read_text())
     end_of_run(records, lambda site: str(site_state_dir(out_dir, site)))
-
-
-def _refuse_with_resume(names: list[str]) -> None:
-    options = ", ".join("--" + name.replace("_", "-") for name in names)
-    raise ConfigError(
-        f"--resume continues a run with its own settings; drop {options} (or start a new run)"
-    )
 
 
 def _resume(out_dir: Path, verbose: bool, started: float) -> None:
