@@ -188,22 +188,28 @@ def _prune(folder: Path, keep: set[int | None]) -> None:
 
 def _verify(folder: Path, server_round: int) -> str | None:
     """Why the checkpoint of ``server_round`` is not complete (None: it is)."""
+    return _read_verified(folder, server_round)[2]
+
+
+def _read_verified(folder: Path, server_round: int) -> tuple[dict[str, Any], bytes, str | None]:
+    """The checkpoint's JSON body and weights file as read once, and why it is not complete
+    (None: it is; the body and bytes are then the verified ones)."""
     path = folder / f"{_stem(server_round)}.json"
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        return f"{path.name}: unreadable ({type(exc).__name__})"
+        return {}, b"", f"{path.name}: unreadable ({type(exc).__name__})"
     claimed = body.pop("sha256", None)
     if claimed != _sha256(canonical(body).encode("utf-8")):
-        return f"{path.name}: its sha256 does not match its content"
+        return body, b"", f"{path.name}: its sha256 does not match its content"
     weights = folder / str(body.get("weights_file", ""))
     try:
         data = weights.read_bytes()
     except OSError:
-        return f"{weights.name}: missing"
+        return body, b"", f"{weights.name}: missing"
     if _sha256(data) != body.get("weights_sha256"):
-        return f"{weights.name}: its sha256 is not the one {path.name} recorded"
-    return None
+        return body, data, f"{weights.name}: its sha256 is not the one {path.name} recorded"
+    return body, data, None
 
 
 def load_checkpoint(run_dir: Path) -> Checkpoint:
@@ -213,12 +219,11 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     for stale in sweep_temp_files(folder):  # the resumed run owns the folder from here
         log.warning("removed %s, left by a write the crash interrupted", stale.name)
     for server_round in reversed(_rounds_on_disk(folder)):
-        problem = _verify(folder, server_round)
+        body, data, problem = _read_verified(folder, server_round)
         if problem is not None:
             log.warning("checkpoint of round %d skipped: %s", server_round, problem)
             continue
-        body = json.loads((folder / f"{_stem(server_round)}.json").read_text(encoding="utf-8"))
-        tensors = load_numpy((folder / body["weights_file"]).read_bytes())
+        tensors = load_numpy(data)  # the very bytes whose sha256 was checked
         weights = ArrayRecord(
             {k: Array(np.asarray(tensors[MODEL_PREFIX + k])) for k in body["weights_order"]}
         )
