@@ -30,6 +30,13 @@ STATE_DIR_KEY = "state-dir"
 PARTITION_ID_KEY = "partition-id"
 SIM_SITES_KEY = "sim-sites"
 SITE_KEY_KEY = "site-key"
+HOLDOUT_KEY = "holdout"
+HOLDOUT_TEST = "test"
+HOLDOUT_VALIDATION = "validation"
+# A validation holdout is this share of the site's training rows, split with a fixed seed so
+# every simulated setting is scored on the same rows (fedcare.simulations.model_selection).
+VALIDATION_HOLDOUT_FRACTION = 1.0 - 0.66
+VALIDATION_HOLDOUT_SEED = 43
 
 
 @dataclass(frozen=True)
@@ -41,10 +48,22 @@ class SiteIdentity:
     state_dir: Path
     policy: SitePolicy
     key_path: Path | None = None  # signs the ledger head of every reply (deployment only)
+    # "validation": the site trains on part of its training rows and is scored on the rest;
+    # its test rows are not used (choosing settings without reading them; simulation only)
+    holdout: str = HOLDOUT_TEST
+
+    def __post_init__(self) -> None:
+        if self.holdout not in (HOLDOUT_TEST, HOLDOUT_VALIDATION):
+            raise ConfigError(
+                f"site {self.name!r}: {HOLDOUT_KEY} must be {HOLDOUT_TEST!r} or "
+                f"{HOLDOUT_VALIDATION!r}, got {self.holdout!r}"
+            )
 
     def to_node_config(self) -> dict[str, float | str]:
         """The node config a SuperNode (or a simulated one) passes to the ClientApp."""
         key = {SITE_KEY_KEY: str(self.key_path.resolve())} if self.key_path else {}
+        if self.holdout != HOLDOUT_TEST:
+            key[HOLDOUT_KEY] = self.holdout
         return (
             {
                 SITE_NAME_KEY: self.name,
@@ -62,7 +81,8 @@ class SiteIdentity:
         state_dir = Path(str(values.get(STATE_DIR_KEY) or data_path.parent / f".fedcare-{name}"))
         key = values.get(SITE_KEY_KEY)
         key_path = Path(str(key)) if key else None
-        return cls(name, data_path, state_dir, SitePolicy.from_mapping(values), key_path)
+        holdout = str(values.get(HOLDOUT_KEY, HOLDOUT_TEST))
+        return cls(name, data_path, state_dir, SitePolicy.from_mapping(values), key_path, holdout)
 
 
 def resolve_site(context: Context) -> SiteIdentity:
@@ -88,6 +108,29 @@ def load_site_data(
     ``stats``: the federation's statistics (a run with ``preprocessing = "federation"``):
     the same split, standardised with them instead of the site's own training statistics.
     """
+    data = _load_split(task_name, site, stats)
+    return validation_holdout(data) if site.holdout == HOLDOUT_VALIDATION else data
+
+
+def validation_holdout(data: SiteData) -> SiteData:
+    """The site's training rows split into a training part and a validation part that takes
+    the place of its test rows (which are dropped unread by anything after this)."""
+    from fedcare.personalization import split_validation
+
+    fit, validation = split_validation(
+        data.y_train, VALIDATION_HOLDOUT_FRACTION, VALIDATION_HOLDOUT_SEED
+    )
+    return SiteData(
+        site=data.site,
+        x_train=data.x_train[fit],
+        y_train=data.y_train[fit],
+        x_test=data.x_train[validation],
+        y_test=data.y_train[validation],
+        feature_names=data.feature_names,
+    )
+
+
+def _load_split(task_name: str, site: SiteIdentity, stats: FeatureStats | None) -> SiteData:
     task = get_task(task_name)
     ignore = site.policy.ignore_columns
     if stats is None:

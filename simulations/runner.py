@@ -24,7 +24,7 @@ from flwr.supercore.telemetry import EventType
 
 from fedcare.client.app import app as client_app
 from fedcare.client.policy import SitePolicy
-from fedcare.client.site import SiteIdentity
+from fedcare.client.site import HOLDOUT_TEST, SiteIdentity
 from fedcare.config import RunConfig
 from fedcare.errors import ConfigError, FedcareError
 from fedcare.flower_app import write_flower_app
@@ -58,12 +58,19 @@ def site_state_dir(out_dir: Path, site: str) -> Path:
 
 
 def simulation_run_config(
-    config: RunConfig, scenario: Scenario, out_dir: Path, policies: dict[str, SitePolicy]
+    config: RunConfig,
+    scenario: Scenario,
+    out_dir: Path,
+    policies: dict[str, SitePolicy],
+    holdout: str = HOLDOUT_TEST,
 ) -> dict[str, Any]:
-    """The flat Flower run config of one simulated run, with each site's node settings."""
+    """The flat Flower run config of one simulated run, with each site's node settings.
+
+    ``holdout="validation"``: every site is scored on a validation part of its training rows
+    instead of its test rows (:func:`fedcare.client.site.validation_holdout`)."""
     sites = [
         SiteIdentity(
-            s.name, s.path, site_state_dir(out_dir, s.name), policies[s.name]
+            s.name, s.path, site_state_dir(out_dir, s.name), policies[s.name], holdout=holdout
         ).to_node_config()
         for s in scenario.sites
     ]
@@ -174,6 +181,7 @@ def run_federation(
     attacks: Mapping[str, Attack] | None = None,
     runtime: Mapping[str, Any] | None = None,
     resume: bool = False,
+    holdout: str = HOLDOUT_TEST,
 ) -> list[dict[str, Any]]:
     """Simulate the federation; returns the per-round records the ServerApp wrote.
 
@@ -188,7 +196,8 @@ def run_federation(
         (out_dir / ROUNDS_FILE).unlink(missing_ok=True)
         shutil.rmtree(out_dir / SITES_DIR, ignore_errors=True)
         shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-    run_config = simulation_run_config(config, scenario, out_dir, policies) | dict(runtime or {})
+    run_config = simulation_run_config(config, scenario, out_dir, policies, holdout)
+    run_config |= dict(runtime or {})
     run_config[RESUME_KEY] = int(resume)
     clients = adversarial_client_app(attacks) if attacks else client_app
     unsubscribe = progress.subscribe(on_round) if on_round else None

@@ -1,0 +1,120 @@
+"""Choosing the default global-model settings on validation rows only (issue #13 item 3).
+
+The default run config (:class:`fedcare.config.RunConfig`) was chosen by measurement, and the
+measurement must not read a single test row, or the test figures fedcare reports
+(``fedcare simulate``, ``fedcare bench accuracy``) would be tuned on and optimistic.
+
+How. Every candidate setting is simulated with each site's ``holdout`` set to ``validation``
+(:func:`fedcare.client.site.validation_holdout`): a site trains on 66 % of its training rows
+and is scored on the other 34 % (a fixed, seeded, label-stratified split), and its test rows
+are dropped before anything trains or evaluates. Each candidate runs for several seeds
+(:data:`SELECTION_SEEDS`, disjoint from the benchmark's 42-46) and is ranked by the mean over
+seeds of the FLamby metric (mean over sites of accuracy, here validation accuracy), ties broken
+by mean AUROC. ``fedcare bench select-global`` runs it and prints the table; README ("How the
+defaults were chosen") records the run that chose the current defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedcare.client.site import HOLDOUT_VALIDATION
+from fedcare.config import RunConfig
+from fedcare.simulations.runner import load_sites, run_federation
+from fedcare.simulations.scenarios import get_scenario
+from fedcare.simulations.simulation import site_policies
+
+SELECTION_SEEDS: tuple[int, ...] = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A named setting: the fields of :class:`RunConfig` it changes from the defaults."""
+
+    name: str
+    changes: Mapping[str, Any]
+
+    def config(self, base: RunConfig, seed: int) -> RunConfig:
+        return dataclasses.replace(base, **dict(self.changes), seed=seed)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """A candidate's validation figures: per seed, the mean over sites."""
+
+    candidate: Candidate
+    accuracy: tuple[float, ...]
+    auroc: tuple[float, ...]
+    per_site_accuracy: Mapping[str, float]  # mean over seeds
+
+    @property
+    def mean_accuracy(self) -> float:
+        return statistics.fmean(self.accuracy)
+
+    @property
+    def mean_auroc(self) -> float:
+        return statistics.fmean(self.auroc)
+
+    @property
+    def spread(self) -> float:
+        return statistics.stdev(self.accuracy) if len(self.accuracy) > 1 else 0.0
+
+
+def rank(results: Sequence[CandidateResult]) -> list[CandidateResult]:
+    """Best first: mean validation accuracy over seeds, then mean validation AUROC."""
+    return sorted(results, key=lambda r: (-r.mean_accuracy, -r.mean_auroc))
+
+
+def final_round_figures(
+    rounds: Sequence[Mapping[str, Any]],
+) -> tuple[float, float, dict[str, float]]:
+    """The last round's mean accuracy and mean AUROC over sites, and each site's accuracy."""
+    sites = rounds[-1]["sites"]
+    accuracy = {name: float(m["accuracy"]) for name, m in sites.items()}
+    aurocs = [float(m["auroc"]) for m in sites.values() if m.get("auroc") is not None]
+    return statistics.fmean(accuracy.values()), statistics.fmean(aurocs), accuracy
+
+
+def evaluate_candidates(
+    candidates: Sequence[Candidate],
+    out_dir: Path,
+    base: RunConfig | None = None,
+    seeds: Sequence[int] = SELECTION_SEEDS,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[CandidateResult]:
+    """Simulate every candidate for every seed on the validation federation; ranked."""
+    base = base or RunConfig()
+    scenario = get_scenario(base.scenario, base.task)
+    started = time.monotonic()
+    results = []
+    for candidate in candidates:
+        accuracy, auroc, per_site = [], [], []
+        for seed in seeds:
+            config = candidate.config(base, seed)
+            load_sites(config, scenario)
+            policies = site_policies(config, scenario, None, None)
+            run_dir = out_dir / "runs" / f"{candidate.name}-seed{seed}"
+            rounds = run_federation(config, scenario, run_dir, policies, holdout=HOLDOUT_VALIDATION)
+            mean_acc, mean_auroc, sites = final_round_figures(rounds)
+            accuracy.append(mean_acc)
+            auroc.append(mean_auroc)
+            per_site.append(sites)
+            progress(
+                f"{candidate.name} seed {seed}: validation accuracy {mean_acc:.3f}, "
+                f"AUROC {mean_auroc:.3f} ({time.monotonic() - started:.0f} s)"
+            )
+        results.append(
+            CandidateResult(
+                candidate,
+                tuple(accuracy),
+                tuple(auroc),
+                {s: statistics.fmean(p[s] for p in per_site) for s in per_site[0]},
+            )
+        )
+    return rank(results)
