@@ -21,6 +21,7 @@ from fedcare.config import AccountantName
 from fedcare.personalization import (
     KEEP_GLOBAL,
     Candidate,
+    Criterion,
     DpAccounting,
     Method,
     Personalization,
@@ -34,7 +35,7 @@ from fedcare.privacy.budget import DpRequest, plan_round
 from fedcare.privacy.events import EVENT_KIND, PrivacyEvent
 from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.tasks import ModelName, SiteData, get_task
-from fedcare.training import LocalTrainingPlan, train_local
+from fedcare.training import LocalTrainingPlan, evaluate, train_local
 
 TASK = get_task("heart-disease")
 MODEL = ModelName.LOGREG
@@ -252,11 +253,19 @@ def test_the_choice_is_never_worse_than_the_global_model_on_validation(
 ) -> None:
     result = personalize(TASK, MODEL, global_state, sites[name], SETTINGS)
     chosen, global_ = result.chosen_validation, result.global_validation
+    assert chosen.accuracy >= global_.accuracy  # the default criterion
+    if chosen.accuracy == global_.accuracy:
+        assert chosen.loss <= global_.loss
+    assert result.scores[0].candidate == KEEP_GLOBAL
+    by_auroc = personalize(
+        TASK, MODEL, global_state, sites[name],
+        dataclasses.replace(SETTINGS, criterion=Criterion.AUROC),
+    )  # fmt: skip
+    chosen, global_ = by_auroc.chosen_validation, by_auroc.global_validation
     if global_.auroc is not None:
         assert chosen.auroc is not None and chosen.auroc >= global_.auroc
     else:  # a one-class validation part is scored by loss
         assert chosen.loss <= global_.loss
-    assert result.scores[0].candidate == KEEP_GLOBAL
 
 
 def test_the_global_model_is_kept_when_no_candidate_beats_it(
@@ -268,6 +277,39 @@ def test_the_global_model_is_kept_when_no_candidate_beats_it(
     result = personalize(TASK, MODEL, global_state, sites["cleveland"], settings)
     assert result.chosen == KEEP_GLOBAL and not result.refit
     assert _same_state(result.state, global_state)
+
+
+def test_a_local_candidate_starts_from_a_fresh_model_not_the_global_weights(
+    sites: dict[str, SiteData], global_state: dict[str, torch.Tensor]
+) -> None:
+    # learning rate 0: the candidate is exactly its starting point
+    grid = (KEEP_GLOBAL, Candidate(Method.LOCAL, 1, 0.0))
+    settings = dataclasses.replace(SETTINGS, grid=grid, criterion=Criterion.AUROC)
+    result = personalize(TASK, MODEL, global_state, sites["cleveland"], settings)
+    data = sites["cleveland"]
+    _, validation = split_validation(data.y_train, SETTINGS.validation_fraction, SETTINGS.seed)
+    fresh = TASK.build_model(MODEL, seed=SETTINGS.seed)
+    local_score = result.scores[1]
+    assert local_score.candidate.method is Method.LOCAL
+    assert local_score.validation == evaluate(
+        fresh, TASK.loss(), data.x_train[validation], data.y_train[validation]
+    )
+    assert local_score.validation != result.global_validation
+
+
+def test_cross_validation_scores_on_every_training_row_exactly_once(
+    sites: dict[str, SiteData],
+) -> None:
+    from fedcare.personalization import _splits
+
+    y = sites["hungarian"].y_train
+    splits = _splits(y, dataclasses.replace(SETTINGS, folds=4), dp=False)
+    validated = np.concatenate([v for _, v in splits])
+    assert len(splits) == 4 and sorted(validated.tolist()) == list(range(y.shape[0]))
+    for fit, validation in splits:
+        assert not set(fit.tolist()) & set(validation.tolist())
+    # under DP a fold costs ε per candidate: one validation part only
+    assert len(_splits(y, dataclasses.replace(SETTINGS, folds=4), dp=True)) == 1
 
 
 def test_personalization_imports_neither_the_server_nor_the_simulations() -> None:
