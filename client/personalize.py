@@ -308,9 +308,9 @@ def _save(
             "time": now,
             "release": release,
             "chosen": chosen,
-            "validation_auroc": {
-                "chosen": result.chosen_validation.auroc,
-                "global": result.global_validation.auroc,
+            "validation": {
+                "chosen": _metrics(result.chosen_validation),
+                "global": _metrics(result.global_validation),
             },
             "test": {
                 "rows": comparison.n_test,

@@ -274,10 +274,12 @@ def _print_personalization(done: Any) -> None:
         setting += f", {chosen.epochs} epochs, learning rate {chosen.learning_rate:g}"
     if chosen.lam:
         setting += f", lambda {chosen.lam:g}"
+    chosen_on, global_on = result.chosen_validation, result.global_validation
     console.print(
-        f"chosen: {setting} (validation AUROC {fmt(result.chosen_validation.auroc)}, global "
-        f"{fmt(result.global_validation.auroc)}, on a part of the {done.n_train} training rows"
-        f"{'; refit on all of them' if result.refit else ''})",
+        f"chosen: {setting} (on validation rows carved from the {done.n_train} training rows: "
+        f"accuracy {fmt(chosen_on.accuracy)}, AUROC {fmt(chosen_on.auroc)}; global "
+        f"{fmt(global_on.accuracy)}, {fmt(global_on.auroc)}"
+        f"{'; then refit on all training rows' if result.refit else ''})",
         highlight=False,
     )
     spent = done.privacy
