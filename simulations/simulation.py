@@ -227,6 +227,8 @@ def personalize_sites(
             "epochs": chosen.epochs,
             "learning_rate": chosen.learning_rate,
             "lambda": chosen.lam,
+            "validation_accuracy": result.chosen_validation.accuracy,
+            "global_validation_accuracy": result.global_validation.accuracy,
             "validation_auroc": result.chosen_validation.auroc,
             "global_validation_auroc": result.global_validation.auroc,
             "refit": result.refit,

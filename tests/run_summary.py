@@ -27,7 +27,7 @@ def check_summary_schema(summary: dict[str, Any]) -> None:
     assert summary["privacy"] is None
 
 
-PERSONALIZED_METHODS = {"global", "finetune", "ditto"}
+PERSONALIZED_METHODS = {"global", "finetune", "ditto", "local"}
 
 
 def check_personalized(entry: dict[str, Any]) -> None:
@@ -40,5 +40,8 @@ def check_personalized(entry: dict[str, Any]) -> None:
     assert isinstance(entry["learning_rate"], float) and isinstance(entry["lambda"], float)
     for key in ("validation_auroc", "global_validation_auroc"):
         assert entry[key] is None or isinstance(entry[key], float)
+    for key in ("validation_accuracy", "global_validation_accuracy"):
+        assert isinstance(entry[key], float) and 0.0 <= entry[key] <= 1.0
+    assert entry["validation_accuracy"] >= entry["global_validation_accuracy"]
     assert isinstance(entry["refit"], bool) and isinstance(entry["dp_trainings"], int)
     assert entry["stopped"] in (None, "budget")
