@@ -17,6 +17,7 @@ from fedcare.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from fedcare.simulations.benchmarks.accuracy import AccuracyReport
     from fedcare.simulations.benchmarks.serving import ServingReport
 
 bench_app = typer.Typer(help="Benchmarks that print measured figures.", no_args_is_help=True)
@@ -234,3 +235,143 @@ def _counts(text: str, option: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise ConfigError(f"{option} {text!r}: give positive whole numbers separated by commas")
     return counts
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for every run's folder (runs/CONFIG/seed-N), accuracy.json and "
+            "accuracy.png (default runs/bench-accuracy-<time>).",
+            resolve_path=True,
+        ),
+    ] = None,
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated seeds (FLamby's protocol: 42-46).")
+    ] = "42,43,44,45,46",
+    configurations: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated subset of: default, each strategy (fedavg, fedprox, fedadam, "
+            "fedyogi, fedtrimmedavg, fedmedian, krum), dp (default: all)."
+        ),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Rounds for every configuration, for a quick check (default: the run "
+            "config's own; anything else is not the protocol).",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show fedcare's, Flower's and Ray's logs.")
+    ] = False,
+) -> None:
+    """FLamby's five-seed protocol on the embedded heart-disease federation: the default run,
+    each strategy, DP at ε ≤ 1 and personalization, beside FLamby's published figures, with
+    issue #13's goals marked MET or NOT MET (about 15 minutes on 2 cores)."""
+    quiet_environment()
+    from fedcare.atomic import write_json_atomic
+    from fedcare.config import RunConfig
+    from fedcare.simulations.benchmarks import accuracy
+
+    seed_list = run_or_exit(lambda: _seeds(seeds))
+    names = None if configurations is None else [n.strip() for n in configurations.split(",")]
+    chosen = run_or_exit(lambda: accuracy.configurations(RunConfig().replace(rounds=rounds), names))
+    out_dir = out or Path("runs").resolve() / time.strftime("bench-accuracy-%Y%m%d-%H%M%S")
+    configure_logging(verbose)
+    started = time.perf_counter()
+    runs = sum(c.config is not None and c.same_as is None for c in chosen) * len(seed_list)
+    console.print(
+        f"fedcare bench accuracy: {runs} simulations ({len(chosen)} configurations x seeds "
+        f"{','.join(map(str, seed_list))}) -> {out_dir}",
+        highlight=False,
+    )
+    report = run_or_exit(
+        lambda: accuracy.run_accuracy_benchmark(
+            chosen,
+            seed_list,
+            out_dir,
+            progress=lambda text: console.print(text, highlight=False),
+            overrides={"rounds": rounds} if rounds is not None else {},
+        )
+    )
+    _print_accuracy(report)
+    figures, plot = out_dir / accuracy.ACCURACY_JSON, out_dir / accuracy.ACCURACY_PLOT
+    write_json_atomic(figures, report.to_json())
+    accuracy.plot_report(report, plot)
+    console.print(f"figures: {figures}; plot: {plot}", highlight=False)
+    console.print(f"benchmark took {time.perf_counter() - started:.0f} s")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    from fedcare.errors import ConfigError
+
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise ConfigError(
+            f"--seeds {text!r}: give distinct whole numbers >= 0 separated by commas, "
+            "e.g. 42,43,44,45,46"
+        )
+    return values
+
+
+def _print_accuracy(report: AccuracyReport) -> None:
+    from fedcare.cli.common import fmt
+
+    seeds = ",".join(str(s) for s in report.seeds)
+    table = Table(
+        title=f"Accuracy, mean over the 4 sites' test sets (FLamby's metric), seeds {seeds}"
+    )
+    for column in ("configuration", "mean", "sd", "min-max", "per seed", "FLamby", "note"):
+        table.add_column(column, justify="left" if column in ("configuration", "note") else "right")
+    for row in report.rows:
+        spread = row.spread
+        flamby = (
+            f"{row.flamby_value:.3f} ({row.flamby})" if row.flamby_value is not None else "none"
+        )
+        if spread is None:
+            table.add_row(row.label, "-", "-", "-", "", flamby, row.note)
+            continue
+        table.add_row(
+            row.label, f"{spread.mean:.3f}", fmt(spread.sd), f"{spread.low:.3f}-{spread.high:.3f}",
+            " ".join(f"{v:.3f}" for v in row.values), flamby, row.note,
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        "FLamby: Ogier du Terrail et al., NeurIPS 2022 Datasets and Benchmarks "
+        "(arXiv:2210.04620), Fed-Heart-Disease, seeds 42-46, its own hyper-parameters; "
+        "'none' = no FLamby counterpart",
+        highlight=False,
+    )
+    sites = report.site_rows
+    if sites:
+        dp = sites[0].dp_global is not None
+        table = Table(title="Per site, own test set: mean over seeds")
+        columns = ["site", "local-only", "global", "personalized"]
+        columns += ["DP global", "DP personalized"] if dp else []
+        for column in columns:
+            table.add_column(column, justify="left" if column == "site" else "right")
+        for site in sites:
+            row = [site.site, fmt(site.local), fmt(site.global_), fmt(site.personalized)]
+            row += [fmt(site.dp_global), fmt(site.dp_personalized)] if dp else []
+            table.add_row(*row)
+        console.print(table)
+    if not report.full_protocol:
+        console.print(
+            "[yellow]reduced run: not the full protocol (seeds 42-46, every configuration, "
+            "the run config's defaults); the verdicts below are for these runs only[/]"
+        )
+    console.print("Goals (issue #13):")
+    for goal in report.goals:
+        colour = "green" if goal.met else "red"
+        console.print(
+            f"({goal.key}) {goal.text}: [bold {colour}]{goal.verdict}[/] - {goal.measured}",
+            highlight=False,
+        )
