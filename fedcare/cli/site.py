@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,6 +15,9 @@ from fedcare.cli.common import (
     run_or_exit,
 )
 from fedcare.messages import COUNT_BUCKET, VALIDATION_CELLS
+
+if TYPE_CHECKING:
+    from fedcare.client.personalize import SitePersonalization
 
 site_app = typer.Typer(help="The hospital site: check data, run the daemon.", no_args_is_help=True)
 
@@ -211,8 +214,7 @@ def site_personalize(
     """
     quiet_environment()
     from fedcare.bundle import load_bundle
-    from fedcare.client.personalize import PersonalizeOptions, SitePersonalization
-    from fedcare.client.personalize import personalize_site as personalize_at_site
+    from fedcare.client.personalize import PersonalizeOptions, personalize_site
     from fedcare.client.policy import SitePolicy
 
     def run() -> SitePersonalization:
@@ -235,12 +237,12 @@ def site_personalize(
             seed=seed,
         )
         released = load_bundle(bundle, key)
-        return personalize_at_site(released, name, data, state, policy, options)
+        return personalize_site(released, name, data, state, policy, options)
 
     _print_personalization(run_or_exit(run))
 
 
-def _print_personalization(done: Any) -> None:
+def _print_personalization(done: SitePersonalization) -> None:
     """The site's own comparison, the chosen setting, ε spent and where the model is."""
     from rich import box
 

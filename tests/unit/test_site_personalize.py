@@ -342,6 +342,8 @@ def test_the_audit_log_gains_exactly_one_personalization_entry_that_verifies(
     }
     verified = CliRunner().invoke(app, ["site", "audit", "--state", str(state), "--verify"])
     assert verified.exit_code == 0 and "2 entries, hash chain verified" in verified.stdout
+    shown = CliRunner().invoke(app, ["site", "audit", "--state", str(state)]).stdout
+    assert f"personalized heart-risk v7 here ({entry['chosen']['method']};" in shown
 
 
 def test_no_dp_is_refused_where_the_site_policy_requires_dp(
