@@ -16,7 +16,6 @@ defaults were chosen") records the run that chose the current defaults.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,11 +25,12 @@ from typing import Any
 
 from fedcare.client.site import HOLDOUT_VALIDATION
 from fedcare.config import RunConfig
+from fedcare.errors import ConfigError
 from fedcare.simulations.runner import load_sites, run_federation
 from fedcare.simulations.scenarios import get_scenario
 from fedcare.simulations.simulation import site_policies
 
-SELECTION_SEEDS: tuple[int, ...] = (0, 1, 2)
+SELECTION_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Candidate:
     changes: Mapping[str, Any]
 
     def config(self, base: RunConfig, seed: int) -> RunConfig:
-        return dataclasses.replace(base, **dict(self.changes), seed=seed)
+        return base.replace(**dict(self.changes), seed=seed)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,61 @@ class CandidateResult:
     @property
     def spread(self) -> float:
         return statistics.stdev(self.accuracy) if len(self.accuracy) > 1 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.candidate.name,
+            "changes": dict(self.candidate.changes),
+            "mean_accuracy": self.mean_accuracy,
+            "sd": self.spread,
+            "mean_auroc": self.mean_auroc,
+            "accuracy": list(self.accuracy),
+            "auroc": list(self.auroc),
+            "per_site_accuracy": dict(self.per_site_accuracy),
+        }
+
+
+NEIGHBOURS: tuple[Candidate, ...] = (
+    Candidate("default", {}),
+    Candidate("local-epochs-x0.5", {"local_epochs": "half"}),
+    Candidate("local-epochs-x2", {"local_epochs": "double"}),
+    Candidate("learning-rate-x2.5", {"learning_rate": 2.5}),
+    Candidate("learning-rate-x0.4", {"learning_rate": 0.4}),
+    Candidate("server-learning-rate-x3", {"server_learning_rate": 3.0}),
+    Candidate("server-learning-rate-x0.33", {"server_learning_rate": 1 / 3}),
+    Candidate("batch-size-x2", {"batch_size": "double"}),
+    Candidate("weighting-examples", {"weighting": "examples"}),
+    Candidate("model-mlp", {"model": "mlp"}),
+    Candidate("strategy-fedavg", {"strategy": "fedavg"}),
+    Candidate("strategy-fedprox", {"strategy": "fedprox"}),
+    Candidate("strategy-fedadam", {"strategy": "fedadam"}),
+)
+"""One change at a time from the defaults (a number multiplies the default; "half" and "double"
+halve or double an integer): ``fedcare bench select-global`` checks that no neighbour of the
+current defaults beats them on validation."""
+
+
+def neighbour(candidate: Candidate, base: RunConfig) -> Candidate:
+    """``candidate`` with its relative changes resolved against ``base`` (see NEIGHBOURS)."""
+    changes: dict[str, Any] = {}
+    for key, value in candidate.changes.items():
+        current = getattr(base, key)
+        if value == "half":
+            value = max(1, current // 2)
+        elif value == "double":
+            value = current * 2
+        elif isinstance(value, float) and isinstance(current, float):
+            value = current * value
+        changes[key] = value
+    return Candidate(candidate.name, changes)
+
+
+def known_names(names: Sequence[str]) -> None:
+    """Refuse, naming them, settings that are not among :data:`NEIGHBOURS`."""
+    known = [c.name for c in NEIGHBOURS]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
 
 
 def rank(results: Sequence[CandidateResult]) -> list[CandidateResult]:

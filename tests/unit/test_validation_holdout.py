@@ -88,3 +88,26 @@ def test_the_last_round_is_what_a_candidate_is_scored_on() -> None:
     accuracy, auroc, per_site = final_round_figures(rounds)
     assert accuracy == pytest.approx(0.7) and auroc == pytest.approx(0.8)
     assert per_site == {"a": 0.6, "b": 0.8}
+
+
+def test_neighbours_change_one_setting_relative_to_the_defaults() -> None:
+    from fedcare.config import RunConfig
+    from fedcare.simulations.model_selection import NEIGHBOURS, neighbour
+
+    base = RunConfig().replace(local_epochs=4, learning_rate=0.02, batch_size=8)
+    resolved = {c.name: neighbour(c, base).changes for c in NEIGHBOURS}
+    assert resolved["local-epochs-x0.5"] == {"local_epochs": 2}
+    assert resolved["local-epochs-x2"] == {"local_epochs": 8}
+    assert resolved["learning-rate-x2.5"]["learning_rate"] == pytest.approx(0.05)
+    assert resolved["batch-size-x2"] == {"batch_size": 16}
+    assert resolved["default"] == {}
+    one = RunConfig().replace(local_epochs=1)
+    assert neighbour(NEIGHBOURS[1], one).changes == {"local_epochs": 1}  # never below 1
+
+
+def test_an_unknown_setting_name_is_refused_naming_it() -> None:
+    from fedcare.simulations.model_selection import known_names
+
+    known_names(["default", "model-mlp"])
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) model-cnn; known: default"):
+        known_names(["default", "model-cnn"])
