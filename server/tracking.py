@@ -298,7 +298,7 @@ class SiteTracking(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         self._train_loss, self._epsilon, self._refused, self._rejected = {}, {}, {}, {}
-        accepted: list[Message] = []
+        accepted: list[tuple[str, Message]] = []
         self._missing, replies = self._no_reply(list(replies))
         for name, why in self._missing.items():
             log.warning("round %d: no reply from site %s (%s)", server_round, name, why)
@@ -323,7 +323,7 @@ class SiteTracking(Strategy):
                 continue
             if metrics is not None and keys.TRAIN_LOSS in metrics:
                 self._train_loss[name] = float(metrics[keys.TRAIN_LOSS])  # type: ignore[arg-type]
-            accepted.append(reply)
+            accepted.append((name, reply))
         self._updated = self.min_sites is None or len(replies) >= self.min_sites
         if not self._updated:
             log.warning(
@@ -331,7 +331,10 @@ class SiteTracking(Strategy):
                 "as it was", server_round, len(replies), self.min_sites,
             )  # fmt: skip
             return None, None
-        return self.inner.aggregate_train(server_round, accepted)
+        # In site-name order, not arrival order: floating-point sums depend on their order, and
+        # a run must give the same model from the same seed however the replies raced in.
+        in_order = [reply for _, reply in sorted(accepted, key=lambda pair: pair[0])]
+        return self.inner.aggregate_train(server_round, in_order)
 
     def _screen(self, reply: Message) -> str | None:
         if self.rules is None or self._global is None:
