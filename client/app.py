@@ -171,7 +171,10 @@ def feature_stats(msg: Message, context: Context) -> Message:
     """Send the site's noised feature sums of its training rows (a recorded privacy release)."""
     site = resolve_site(context)
     request = FeatureStatsRequest.from_record(msg.content.config_records[keys.CONFIG])
-    sums = release_feature_sums(request, site, str(context.run_id))
+    # recorded under the run's uid, like its rounds, so the run's target counts it
+    config = msg.content.config_records[keys.CONFIG]
+    run_id = str(config.get(keys.RUN_UID) or context.run_id)
+    sums = release_feature_sums(request, site, run_id)
     return _reply(msg, site, {keys.FEATURE_SUMS: sums}, None, keys.FEATURE_STATS_METRICS)
 
 

@@ -56,7 +56,7 @@ from fedcare.locking import LockTimeoutError, file_lock
 from fedcare.privacy.accounting import default_delta, epsilon_from_events
 from fedcare.privacy.budget import check_budget, plan_round
 from fedcare.privacy.errors import PrivacyError
-from fedcare.privacy.events import EVENT_KIND, NON_PRIVATE_KIND, PrivacyEvent
+from fedcare.privacy.events import EVENT_KIND, GAUSSIAN_KIND, NON_PRIVATE_KIND, PrivacyEvent
 from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.tasks import SiteData, get_task
 from fedcare.training import LocalTrainingPlan, train_local
@@ -174,7 +174,14 @@ def _train_locked(
         return TrainOutcome(model.state_dict(), {keys.TRAIN_LOSS: loss, keys.WEIGHT: weight})
 
     delta = site.policy.delta or default_delta(data.n_train)
-    dp_plan = plan_round(request.dp, data.n_train, request.batch_size, request.local_epochs, delta)
+    # the run's statistics release counts against the run's target (privacy.budget.plan_round)
+    releases = [e for e in history if e.run_id == run_id and e.kind == GAUSSIAN_KIND]
+    try:
+        dp_plan = plan_round(
+            request.dp, data.n_train, request.batch_size, request.local_epochs, delta, releases
+        )
+    except PrivacyError as exc:
+        raise RoundRefused(keys.REFUSED_BUDGET, str(exc)) from None
     planned = PrivacyEvent(
         run_id, request.server_round, dp_plan.noise_multiplier, dp_plan.sample_rate,
         dp_plan.steps, delta, dp_plan.max_grad_norm, _now(),

@@ -54,19 +54,74 @@ def _calibrated(
 
 
 def plan_round(
-    request: DpRequest, n_train: int, batch_size: int, local_epochs: int, delta: float
+    request: DpRequest,
+    n_train: int,
+    batch_size: int,
+    local_epochs: int,
+    delta: float,
+    run_releases: Sequence[PrivacyEvent] = (),
 ) -> DpRoundPlan:
-    """σ, sampling rate and steps of one round; σ spends the target over the planned rounds."""
+    """σ, sampling rate and steps of one round; σ spends the target over the planned rounds.
+
+    ``run_releases``: what the same run already released from these rows besides its rounds
+    (the federation's feature statistics, released once before round 1). The target is the
+    run's total at the site, so σ is then calibrated for those releases composed with all the
+    planned rounds; it stays the same every round, as they do not change after round 1.
+    """
     rate = poisson_sample_rate(n_train, batch_size)
     steps = local_epochs * poisson_steps_per_epoch(rate)
-    sigma = (
-        _calibrated(
-            request.target_epsilon, delta, rate, steps * request.planned_rounds, request.accountant
-        )
-        if request.target_epsilon > 0
-        else request.noise_multiplier
-    )
+    if request.target_epsilon <= 0:
+        return DpRoundPlan(request.noise_multiplier, rate, steps, delta, request.max_grad_norm)
+    total = steps * request.planned_rounds
+    sigma = _calibrated(request.target_epsilon, delta, rate, total, request.accountant)
+    if run_releases:
+        sigma = _calibrated_after(
+            tuple(run_releases), sigma, request.target_epsilon, delta, rate, steps,
+            request.planned_rounds, request.accountant,
+        )  # fmt: skip
     return DpRoundPlan(sigma, rate, steps, delta, request.max_grad_norm)
+
+
+_SIGMA_CEILING = 1e4
+_SIGMA_TOLERANCE = 1e-3  # relative: σ within 0.1 % of the smallest that keeps the target
+
+
+@lru_cache(maxsize=64)
+def _calibrated_after(
+    releases: tuple[PrivacyEvent, ...],
+    sigma_alone: float,
+    target: float,
+    delta: float,
+    rate: float,
+    steps: int,
+    rounds: int,
+    accountant: AccountantName,
+) -> float:
+    """Smallest σ (bisection, from above) such that ``releases`` composed with ``rounds`` rounds
+    of ``steps`` DP-SGD steps at ``rate`` stay at or under ``target``, accounted as the ledger
+    will hold them (one event a round); ``sigma_alone`` (the rounds without the releases) is a
+    lower bound. Raises when the releases alone leave no room."""
+
+    def epsilon(sigma: float) -> float:
+        planned = [
+            PrivacyEvent("planned", r, sigma, rate, steps, delta, 1.0, "")
+            for r in range(1, rounds + 1)
+        ]
+        return epsilon_from_events([*releases, *planned], delta, accountant)
+
+    low, high = sigma_alone, max(sigma_alone, 1e-3) * 2
+    while epsilon(high) > target:
+        low, high = high, high * 2
+        if high > _SIGMA_CEILING:
+            spent = epsilon_from_events(releases, delta, accountant)
+            raise BudgetExceededError(
+                f"privacy budget: this run's earlier releases (epsilon {spent:.3f}) leave no room "
+                f"for its rounds within the target epsilon {target:g}; raise the target"
+            )
+    while high - low > _SIGMA_TOLERANCE * high:  # about a dozen accountings
+        middle = (low + high) / 2
+        low, high = (low, middle) if epsilon(middle) <= target else (middle, high)
+    return high
 
 
 def check_budget(

@@ -67,6 +67,7 @@ from fedcare.server.model_validation import (
     PREPROCESSING_FILE,
     connect,
     federation_statistics,
+    statistics_noise,
     validate_candidate,
 )
 from fedcare.server.round_loop import run_rounds
@@ -236,8 +237,9 @@ def main(grid: Grid, context: Context) -> None:
         request |= {keys.PREPROCESSING_MEAN: record["mean"], keys.PREPROCESSING_STD: record["std"]}
     elif run.preprocessing is Preprocessing.FEDERATION:  # before SecAgg+: a plain exchange
         exchange = connect(grid, settings.min_sites, SiteNames(registry), heads)
+        sigma = statistics_noise(run.target_epsilon if run.dp else 0.0)
         stats, record = federation_statistics(
-            exchange, request, settings.min_sites, REPLY_TIMEOUT_S
+            exchange, request, settings.min_sites, REPLY_TIMEOUT_S, sigma
         )
         write_json_atomic(settings.out_dir / PREPROCESSING_FILE, record)
         statistics_sites = list(record["sites"])

@@ -100,11 +100,13 @@ def federation_statistics(
     request: dict[str, ConfigRecordValues],
     min_sites: int,
     timeout: float,
+    sigma: float = DEFAULT_NOISE_MULTIPLIER,
 ) -> tuple[FeatureStats, dict[str, Any]]:
     """Every site releases noised sums of its training rows (``query.feature_stats``; each
     site records the release in its ledger first); returns the combined statistics and what to
-    keep of them (``preprocessing.json``: the statistics, the sites, the privacy cost)."""
-    sigma = DEFAULT_NOISE_MULTIPLIER
+    keep of them (``preprocessing.json``: the statistics, the sites, the privacy cost).
+    ``sigma``: the noise multiplier asked for (a site never uses less than its floor,
+    :data:`fedcare.feature_stats.DEFAULT_NOISE_MULTIPLIER`)."""
     stats_request = dict(request) | {keys.FEATURE_STATS_NOISE: sigma}
     stats_replies = exchange.ask(FEATURE_STATS, stats_request, None, timeout)
     sums: dict[str, list[float]] = {}
@@ -114,13 +116,26 @@ def federation_statistics(
             sums[name] = [float(v) for v in values]
         else:
             exchange.problems[name] = "malformed feature sums"
-    if len(sums) < min_sites:
+    # A site whose budget refuses the release has answered, as a round's refusal is a reply:
+    # the statistics are then the other sites', and it trains (or refuses) with them.
+    declined = sorted(n for n, p in exchange.problems.items() if p == keys.REFUSED_BUDGET)
+    if len(sums) + len(declined) < min_sites or len(sums) < MIN_RELEASING_SITES:
         raise ValidationFailed(
             f"{len(sums)} of {min_sites} sites released usable feature statistics "
-            f"({_problems(exchange.problems)})"
+            f"(at least {MIN_RELEASING_SITES} must; {_problems(exchange.problems)})"
         )
+    if declined:
+        log.warning("feature statistics without %s: budget refused", ", ".join(declined))
     stats = combine_for_task(str(request[keys.TASK]), list(sums.values()))
-    return stats, stats.to_json() | {"sites": sorted(sums), "privacy": statistics_privacy(sigma)}
+    return stats, stats.to_json() | {
+        "sites": sorted(sums),
+        "declined": declined,
+        "privacy": statistics_privacy(sigma),
+    }
+
+
+# Fewer would make the "federation's" statistics one site's own.
+MIN_RELEASING_SITES = 2
 
 
 def connect(
@@ -167,6 +182,32 @@ def validate_candidate(
         result["privacy"] = exchange.heads.privacy_record(involved)
     write_json_atomic(out_dir / VALIDATION_FILE, result)
     return result
+
+
+def statistics_noise(target_epsilon: float) -> float:
+    """The noise multiplier a run asks its statistics release for: the sites' floor, or, when
+    the run has a target ε (which covers every release of the run at each site), enough noise
+    that the release takes at most :data:`STATISTICS_SHARE` of the target (at δ = 1e-5, RDP);
+    each site then calibrates its rounds to what is left (privacy.budget.plan_round)."""
+    if target_epsilon <= 0:
+        return DEFAULT_NOISE_MULTIPLIER
+    goal = STATISTICS_SHARE * target_epsilon
+    low, high = DEFAULT_NOISE_MULTIPLIER, DEFAULT_NOISE_MULTIPLIER
+    if _statistics_epsilon(high) <= goal:
+        return DEFAULT_NOISE_MULTIPLIER
+    while _statistics_epsilon(high) > goal:
+        low, high = high, high * 2
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (low, middle) if _statistics_epsilon(middle) <= goal else (middle, high)
+    return high
+
+
+STATISTICS_SHARE = 0.25
+
+
+def _statistics_epsilon(sigma: float) -> float:
+    return float(statistics_privacy(sigma)["epsilon_at_delta_1e-5"])
 
 
 def statistics_privacy(sigma: float) -> dict[str, float | str]:
