@@ -182,3 +182,46 @@ def test_a_run_started_from_a_version_is_registered_as_its_child(
     bad = {REGISTRY_KEY: str(registry_file), INITIAL_MODEL_KEY: str(wrong)}
     with pytest.raises(ConfigError, match="cannot start from these weights"):
         run_server(grid, config, tmp_path / "third", **bad)
+
+
+def test_a_site_whose_budget_refuses_the_statistics_is_an_answer_and_the_run_goes_on(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    """Like a refused round: VA's budget cannot fit the release, the others' statistics are
+    the federation's, VA's ledger stays empty, and every other site's run stays within target."""
+    from fedcare.config import Preprocessing
+    from tests.inprocess_federation import run_server
+
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths)
+    nodes[33].node_config["max-epsilon"] = "0.1"  # va
+    config = RunConfig(
+        rounds=1, preprocessing=Preprocessing.FEDERATION, dp=True, target_epsilon=1.0
+    )
+    rounds = run_server(
+        InProcessGrid(nodes), config, tmp_path / "run", **{REGISTRY_KEY: str(registry)}
+    )
+    record = json.loads((tmp_path / "run" / "preprocessing.json").read_text())
+    assert record["sites"] == ["cleveland", "hungarian"] and record["declined"] == ["va"]
+    assert record["privacy"]["epsilon_at_delta_1e-5"] <= 0.25  # its share of the target
+    assert PrivacyLedger(tmp_path / "state" / "va").read() == ()
+    assert rounds[1]["missing"] == {"va": "refused: privacy-budget-exhausted"}
+    heads = json.loads((tmp_path / "run" / "privacy.json").read_text())
+    for name in ("cleveland", "hungarian"):
+        assert 0.9 < heads[name]["epsilon"] <= 1.0, name  # the release and the round: the target
+
+
+def test_statistics_from_one_site_alone_are_refused(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    from fedcare.config import Preprocessing
+    from tests.inprocess_federation import run_server
+
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths)
+    for node in (22, 33):
+        nodes[node].node_config["max-epsilon"] = "0.1"
+    config = RunConfig(
+        rounds=1, preprocessing=Preprocessing.FEDERATION, dp=True, target_epsilon=1.0
+    )
+    with pytest.raises(ValidationFailed, match="1 of 3 sites released usable feature statistics"):
+        run_server(InProcessGrid(nodes), config, tmp_path / "run", **{REGISTRY_KEY: str(registry)})
+    assert PrivacyLedger(tmp_path / "state" / "hungarian").read() == ()
