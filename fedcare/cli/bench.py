@@ -272,7 +272,7 @@ def bench_accuracy(
 ) -> None:
     """FLamby's five-seed protocol on the embedded heart-disease federation: the default run,
     each strategy, DP at ε ≤ 1 and personalization, beside FLamby's published figures, with
-    issue #13's goals marked MET or NOT MET (40 simulations, about 15-20 minutes on 2 cores)."""
+    issue #13's goals marked MET or NOT MET (50 simulations, about 20-30 minutes on 2 cores)."""
     quiet_environment()
     from fedcare.atomic import write_json_atomic
     from fedcare.config import RunConfig

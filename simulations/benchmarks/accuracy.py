@@ -72,6 +72,10 @@ _FLAMBY_ONLY = ("Scaffold", "Cyclic")  # FLamby strategies fedcare does not have
 
 DEFAULT = "default"
 DP = "dp"
+# the default (and DP) with the federation's noised statistics instead of each site's own: the
+# setting the validation measurements favour (README, "How the defaults were chosen")
+FEDERATION = "federation"
+DP_FEDERATION = "dp-federation"
 DP_TARGET_EPSILON = 1.0
 
 GOAL_FEDERATED_MEAN = 0.745
@@ -100,8 +104,9 @@ class Configuration:
 
 
 def configuration_names() -> tuple[str, ...]:
-    """Every configuration, in table order: default, each strategy, dp."""
-    return (DEFAULT, *(str(s) for s in StrategyName), DP)
+    """Every configuration, in table order: default, federation, each strategy, dp,
+    dp-federation."""
+    return (DEFAULT, FEDERATION, *(str(s) for s in StrategyName), DP, DP_FEDERATION)
 
 
 def configurations(
@@ -124,9 +129,15 @@ def configurations(
         changes: dict[str, Any] = {}
         if name == DEFAULT:
             label = f"default ({base.strategy})"
-        elif name == DP:
+        elif name == FEDERATION:
+            label = f"default, federation statistics ({base.strategy})"
+            changes = {"preprocessing": "federation"}
+        elif name in (DP, DP_FEDERATION):
             label = f"DP ε≤{DP_TARGET_EPSILON:g} ({base.strategy})"
             changes = {"dp": True, "target_epsilon": DP_TARGET_EPSILON, "noise_multiplier": 0.0}
+            if name == DP_FEDERATION:
+                label = f"DP ε≤{DP_TARGET_EPSILON:g}, federation statistics ({base.strategy})"
+                changes["preprocessing"] = "federation"
         else:
             label, changes = name, {"strategy": name}
         try:

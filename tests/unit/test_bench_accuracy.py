@@ -20,6 +20,8 @@ from fedcare.errors import ConfigError, FedcareError
 from fedcare.simulations.benchmarks.accuracy import (
     DEFAULT,
     DP,
+    DP_FEDERATION,
+    FEDERATION,
     ConfigurationResult,
     RunFigures,
     Spread,
@@ -198,7 +200,9 @@ def test_configurations_are_the_defaults_with_one_change_each() -> None:
     chosen = {c.name: c for c in configurations()}
 
     assert chosen[DEFAULT].config == RunConfig()
-    assert set(chosen) == {DEFAULT, DP, *(str(s) for s in StrategyName)}
+    assert set(chosen) == {
+        DEFAULT, DP, FEDERATION, DP_FEDERATION, *(str(s) for s in StrategyName)
+    }  # fmt: skip
     for strategy in StrategyName:
         config = chosen[str(strategy)].config
         assert config == RunConfig().replace(strategy=strategy)
@@ -206,6 +210,10 @@ def test_configurations_are_the_defaults_with_one_change_each() -> None:
     dp = chosen[DP].config
     assert dp is not None and (dp.dp, dp.target_epsilon) == (True, 1.0)
     assert dp.replace(dp=False, target_epsilon=0.0) == RunConfig()
+    federation = chosen[FEDERATION].config
+    assert federation == RunConfig().replace(preprocessing="federation")
+    dp_federation = chosen[DP_FEDERATION].config
+    assert dp_federation == dp.replace(preprocessing="federation")
 
 
 def test_a_configuration_run_config_refuses_is_kept_with_the_reason() -> None:
