@@ -350,7 +350,8 @@ def _validate(
 def _logits(model: nn.Module, x: FloatArray) -> np.ndarray:
     model.eval()
     with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(x))).reshape(-1).numpy()
+        logits: np.ndarray = model(torch.from_numpy(np.ascontiguousarray(x))).reshape(-1).numpy()
+    return logits
 
 
 def _personalize(

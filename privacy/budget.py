@@ -107,7 +107,7 @@ def _calibrated_after(
             PrivacyEvent("planned", r, sigma, rate, steps, delta, 1.0, "")
             for r in range(1, rounds + 1)
         ]
-        return epsilon_from_events([*releases, *planned], delta, accountant)
+        return float(epsilon_from_events([*releases, *planned], delta, accountant))
 
     low, high = sigma_alone, max(sigma_alone, 1e-3) * 2
     while epsilon(high) > target:
