@@ -65,7 +65,7 @@ from fedcare.errors import FedcareError
 from fedcare.locking import file_lock
 from fedcare.metrics import BinaryMetrics, binary_metrics
 from fedcare.privacy.budget import DpRequest, check_budget, plan_round
-from fedcare.privacy.errors import PrivacyError
+from fedcare.privacy.errors import BudgetExceededError
 from fedcare.privacy.events import PrivacyEvent
 from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.tasks import ModelName, SiteData, Task
@@ -229,7 +229,8 @@ class _Trainer:
         return model
 
     def train(self, candidate: Candidate, x: FloatArray, y: FloatArray, label: str) -> nn.Module:
-        """The candidate's model; raises :class:`PrivacyError` when the budget refuses it."""
+        """The candidate's model; raises :class:`BudgetExceededError` when the budget refuses it
+        (a damaged ledger raises :class:`LedgerCorruptError`, never read as a budget stop)."""
         if candidate.method is Method.LOCAL:
             model = self.task.build_model(self.model_name, seed=self.settings.seed)
         else:
@@ -380,7 +381,7 @@ def _personalize(
                 )
                 for k, (fit, _) in enumerate(splits)
             ]
-        except PrivacyError:
+        except BudgetExceededError:
             stopped = STOPPED_BUDGET
             break
         score = CandidateScore(candidate, _validate(models, splits, x, y, loss_fn))
@@ -392,7 +393,7 @@ def _personalize(
         try:
             best_model = trainer.train(best.candidate, x, y, "refit")
             refit = True
-        except PrivacyError:
+        except BudgetExceededError:
             stopped = STOPPED_BUDGET  # keep the candidate's fit on the fit part
     return Personalization(
         state={k: v.detach().clone() for k, v in best_model.state_dict().items()},

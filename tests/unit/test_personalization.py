@@ -32,6 +32,7 @@ from fedcare.personalization import (
 )
 from fedcare.privacy.accounting import epsilon_from_events
 from fedcare.privacy.budget import DpRequest, plan_round
+from fedcare.privacy.errors import LedgerCorruptError
 from fedcare.privacy.events import EVENT_KIND, PrivacyEvent
 from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.tasks import ModelName, SiteData, get_task
@@ -222,6 +223,20 @@ def test_an_exhausted_budget_stops_personalization_and_spends_nothing_more(
     assert result.stopped == "budget" and result.trainings == len(events) == 1
     assert not result.refit and len(result.scores) == 2
     assert epsilon_from_events(events, DELTA, AccountantName.RDP) <= budget
+
+
+def test_a_damaged_ledger_stops_personalization_with_an_error_not_as_a_budget_stop(
+    sites: dict[str, SiteData], global_state: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    # Prepare: one recorded event, then its line edited (a lower sigma: less spending shown)
+    ledger = PrivacyLedger(tmp_path)
+    ledger.append(PrivacyEvent("earlier", 1, 2.0, 0.1, 10, DELTA, 1.0, "t"))
+    path = next(tmp_path.glob("*.jsonl"))
+    path.write_text(path.read_text().replace('"noise_multiplier": 2.0', '"noise_multiplier": 9.0'))
+    # Execute / Assert: the site never trains on an unknown privacy history, and never reports
+    # the damage as "stopped by the budget" with the global model kept
+    with pytest.raises(LedgerCorruptError):
+        personalize(TASK, MODEL, global_state, sites["va"], DP_SETTINGS, _dp(tmp_path, 10.0))
 
 
 def test_no_budget_at_all_keeps_the_global_model_and_an_empty_ledger(
