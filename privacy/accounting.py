@@ -8,7 +8,7 @@ them against an independent implementation (Google's dp-accounting).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -102,3 +102,26 @@ def calibrate_noise_multiplier(
             f"cannot reach epsilon {target_epsilon} at delta {delta}: {exc}"
         ) from None
     return float(sigma)
+
+
+SIGMA_CEILING = 1e4
+SIGMA_TOLERANCE = 1e-3  # relative: within 0.1 % of the smallest σ that keeps the target
+
+
+def smallest_noise_multiplier(
+    epsilon_at: Callable[[float], float], target: float, lower_bound: float
+) -> float | None:
+    """Smallest σ ≥ ``lower_bound`` (within :data:`SIGMA_TOLERANCE`, from above) whose
+    ``epsilon_at(σ)`` is at or under ``target``; ``None`` when no σ up to :data:`SIGMA_CEILING`
+    is. ``epsilon_at`` must fall as σ grows (every mechanism accounted here does)."""
+    if epsilon_at(lower_bound) <= target:
+        return lower_bound
+    low, high = lower_bound, max(lower_bound, 1e-3) * 2
+    while epsilon_at(high) > target:
+        low, high = high, high * 2
+        if high > SIGMA_CEILING:
+            return None
+    while high - low > SIGMA_TOLERANCE * high:  # about a dozen accountings
+        middle = (low + high) / 2
+        low, high = (low, middle) if epsilon_at(middle) <= target else (middle, high)
+    return high

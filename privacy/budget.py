@@ -19,6 +19,7 @@ from fedcare.privacy.accounting import (
     epsilon_from_events,
     poisson_sample_rate,
     poisson_steps_per_epoch,
+    smallest_noise_multiplier,
 )
 from fedcare.privacy.errors import BudgetExceededError
 from fedcare.privacy.events import PrivacyEvent
@@ -82,10 +83,6 @@ def plan_round(
     return DpRoundPlan(sigma, rate, steps, delta, request.max_grad_norm)
 
 
-_SIGMA_CEILING = 1e4
-_SIGMA_TOLERANCE = 1e-3  # relative: σ within 0.1 % of the smallest that keeps the target
-
-
 @lru_cache(maxsize=64)
 def _calibrated_after(
     releases: tuple[PrivacyEvent, ...],
@@ -97,10 +94,10 @@ def _calibrated_after(
     rounds: int,
     accountant: AccountantName,
 ) -> float:
-    """Smallest σ (bisection, from above) such that ``releases`` composed with ``rounds`` rounds
-    of ``steps`` DP-SGD steps at ``rate`` stay at or under ``target``, accounted as the ledger
-    will hold them (one event a round); ``sigma_alone`` (the rounds without the releases) is a
-    lower bound. Raises when the releases alone leave no room."""
+    """Smallest σ such that ``releases`` composed with ``rounds`` rounds of ``steps`` DP-SGD
+    steps at ``rate`` stay at or under ``target``, accounted as the ledger will hold them (one
+    event a round); ``sigma_alone`` (the rounds without the releases) is a lower bound. Raises
+    when the releases alone leave no room."""
 
     def epsilon(sigma: float) -> float:
         planned = [
@@ -109,19 +106,14 @@ def _calibrated_after(
         ]
         return float(epsilon_from_events([*releases, *planned], delta, accountant))
 
-    low, high = sigma_alone, max(sigma_alone, 1e-3) * 2
-    while epsilon(high) > target:
-        low, high = high, high * 2
-        if high > _SIGMA_CEILING:
-            spent = epsilon_from_events(releases, delta, accountant)
-            raise BudgetExceededError(
-                f"privacy budget: this run's earlier releases (epsilon {spent:.3f}) leave no room "
-                f"for its rounds within the target epsilon {target:g}; raise the target"
-            )
-    while high - low > _SIGMA_TOLERANCE * high:  # about a dozen accountings
-        middle = (low + high) / 2
-        low, high = (low, middle) if epsilon(middle) <= target else (middle, high)
-    return high
+    sigma = smallest_noise_multiplier(epsilon, target, sigma_alone)
+    if sigma is None:
+        spent = epsilon_from_events(releases, delta, accountant)
+        raise BudgetExceededError(
+            f"privacy budget: this run's earlier releases (epsilon {spent:.3f}) leave no room "
+            f"for its rounds within the target epsilon {target:g}; raise the target"
+        )
+    return sigma
 
 
 def check_budget(

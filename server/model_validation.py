@@ -191,16 +191,14 @@ def statistics_noise(target_epsilon: float) -> float:
     each site then calibrates its rounds to what is left (privacy.budget.plan_round)."""
     if target_epsilon <= 0:
         return DEFAULT_NOISE_MULTIPLIER
-    goal = STATISTICS_SHARE * target_epsilon
-    low, high = DEFAULT_NOISE_MULTIPLIER, DEFAULT_NOISE_MULTIPLIER
-    if _statistics_epsilon(high) <= goal:
-        return DEFAULT_NOISE_MULTIPLIER
-    while _statistics_epsilon(high) > goal:
-        low, high = high, high * 2
-    for _ in range(40):
-        middle = (low + high) / 2
-        low, high = (low, middle) if _statistics_epsilon(middle) <= goal else (middle, high)
-    return high
+    from fedcare.privacy.accounting import smallest_noise_multiplier
+
+    sigma = smallest_noise_multiplier(
+        _statistics_epsilon, STATISTICS_SHARE * target_epsilon, DEFAULT_NOISE_MULTIPLIER
+    )
+    if sigma is None:  # a single Gaussian release reaches any ε > 0 far below the ceiling
+        raise ValidationFailed(f"no statistics noise fits target epsilon {target_epsilon:g}")
+    return sigma
 
 
 STATISTICS_SHARE = 0.25
