@@ -146,14 +146,14 @@ def evaluate_candidates(
     """Simulate every candidate for every seed on the validation federation; ranked."""
     base = base or RunConfig()
     scenario = get_scenario(base.scenario, base.task)
+    load_sites(base, scenario)  # every site file through the data gate, once, before Ray starts
     started = time.monotonic()
     results = []
     for candidate in candidates:
         accuracy, auroc, per_site = [], [], []
+        policies = site_policies(candidate.config(base, 0), scenario, None, None)  # not by seed
         for seed in seeds:
             config = candidate.config(base, seed)
-            load_sites(config, scenario)
-            policies = site_policies(config, scenario, None, None)
             run_dir = out_dir / "runs" / f"{candidate.name}-seed{seed}"
             rounds = run_federation(config, scenario, run_dir, policies, holdout=HOLDOUT_VALIDATION)
             mean_acc, mean_auroc, sites = final_round_figures(rounds)
