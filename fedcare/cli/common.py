@@ -38,6 +38,12 @@ InitialModelOption = Annotated[
         resolve_path=True,
     ),
 ]
+BundleOption = Annotated[
+    Path, typer.Option("--bundle", help="The release bundle folder.", resolve_path=True)
+]
+ReleaseKeyOption = Annotated[
+    Path, typer.Option("--key", help="The model owner's owner-release.pub.", resolve_path=True)
+]
 
 
 def quiet_environment() -> None:

@@ -9,6 +9,8 @@ import typer
 from rich.table import Table
 
 from fedcare.cli.common import (
+    BundleOption,
+    ReleaseKeyOption,
     console,
     err_console,
     quiet_environment,
@@ -57,13 +59,8 @@ def site_check(
 
 @site_app.command("validate")
 def site_validate(
-    bundle: Annotated[
-        Path, typer.Option("--bundle", help="The release bundle folder.", resolve_path=True)
-    ],
-    key: Annotated[
-        Path,
-        typer.Option("--key", help="The model owner's owner-release.pub.", resolve_path=True),
-    ],
+    bundle: BundleOption,
+    key: ReleaseKeyOption,
     data: Annotated[
         Path,
         typer.Option(
@@ -160,13 +157,8 @@ def _validation_table(report: dict[str, float], title: str) -> Table:
 
 @site_app.command("personalize")
 def site_personalize(
-    bundle: Annotated[
-        Path, typer.Option("--bundle", help="The release bundle folder.", resolve_path=True)
-    ],
-    key: Annotated[
-        Path,
-        typer.Option("--key", help="The model owner's owner-release.pub.", resolve_path=True),
-    ],
+    bundle: BundleOption,
+    key: ReleaseKeyOption,
     data: Annotated[
         Path,
         typer.Option("--data", help="This site's CSV or Parquet file.", resolve_path=True),
