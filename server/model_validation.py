@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 
 from fedcare import messages as keys
@@ -61,17 +62,22 @@ def _wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
 
 class SiteExchange:
     """Send one query to every connected site; keep the replies of sites that are who they
-    say they are and whose signed ledger head did not go back (as training replies)."""
+    say they are and whose signed ledger head did not go back (as training replies).
+
+    After :meth:`ask`, ``problems`` holds the sites that replied but whose reply was refused
+    (a reply, as in a round) and ``missing`` those that sent none: ``timeout`` (no reply in
+    time) or ``offline`` (Flower's SuperLink answered for the site's node, which went away)."""
 
     def __init__(self, grid: Grid, nodes: list[int], names: SiteNames, heads: LedgerHeads | None):
         self.grid, self.nodes, self.names, self.heads = grid, nodes, names, heads
-        self.problems: dict[str, str] = {}  # site -> why it has no result
+        self.problems: dict[str, str] = {}  # site -> why its reply was refused
+        self.missing: dict[str, str] = {}  # site -> "timeout" | "offline"
 
     def ask(
         self, message_type: str, config: dict[str, ConfigRecordValues], arrays: ArrayRecord | None,
         timeout: float,
     ) -> dict[str, Message]:  # fmt: skip
-        self.problems = {}  # this exchange's only: a site's earlier trouble is not carried over
+        self.problems, self.missing = {}, {}  # this exchange's only: earlier trouble not carried
         messages = []
         for node in self.nodes:
             content = RecordDict({keys.CONFIG: ConfigRecord(config)})
@@ -79,7 +85,19 @@ class SiteExchange:
                 content[keys.ARRAYS] = arrays
             messages.append(Message(content, dst_node_id=node, message_type=message_type))
         accepted: dict[str, Message] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        # the grid set each request's id when it pushed it
+        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        gone: set[int] = set()  # nodes Flower's SuperLink reported unavailable
+        answered: set[int] = set()
+        for reply in replies:
+            if reply.metadata.src_node_id == SUPERLINK_NODE_ID and reply.has_error():
+                # Flower answering for a site that cannot: its absence, not its reply
+                node = destination.get(reply.metadata.reply_to_message_id)
+                if node is not None and reply.error.code == ErrorCode.NODE_UNAVAILABLE:
+                    gone.add(node)
+                continue
+            answered.add(reply.metadata.src_node_id)
             name, problem = self.names.identify(reply)
             if problem is None and reply.has_error():
                 problem = reply.error.reason or "site error"
@@ -92,6 +110,9 @@ class SiteExchange:
                 self.problems[name] = problem
                 continue
             accepted[name] = reply
+        for node in self.nodes:
+            if node not in answered:
+                self.missing[self.names.name_of(node)] = "offline" if node in gone else "timeout"
         return accepted
 
 
@@ -116,20 +137,29 @@ def federation_statistics(
             sums[name] = [float(v) for v in values]
         else:
             exchange.problems[name] = "malformed feature sums"
-    # A site whose budget refuses the release has answered, as a round's refusal is a reply:
-    # the statistics are then the other sites', and it trains (or refuses) with them.
-    declined = sorted(n for n, p in exchange.problems.items() if p == keys.REFUSED_BUDGET)
-    if len(sums) + len(declined) < min_sites or len(sums) < MIN_RELEASING_SITES:
+    # A site whose reply was refused has answered, as a refused or rejected reply in a round
+    # has (a budget refusal, an unregistered node, a name claim, a ledger head gone back): the
+    # statistics are then the other sites', and the round that follows judges it again. Only
+    # sites that sent nothing (timeout, offline) are short of ``min_sites``.
+    answered = len(stats_replies) + len(exchange.problems)
+    if answered < min_sites or len(sums) < MIN_RELEASING_SITES:
         raise ValidationFailed(
-            f"{len(sums)} of {min_sites} sites released usable feature statistics "
-            f"(at least {MIN_RELEASING_SITES} must; {_problems(exchange.problems)})"
+            f"{len(sums)} of {min_sites} sites released usable feature statistics and "
+            f"{answered} replied (at least {MIN_RELEASING_SITES} must release; "
+            f"{_problems(exchange.problems | exchange.missing)})"
         )
+    declined = sorted(n for n, p in exchange.problems.items() if p == keys.REFUSED_BUDGET)
     if declined:
         log.warning("feature statistics without %s: budget refused", ", ".join(declined))
+    refused = {n: p for n, p in exchange.problems.items() if p != keys.REFUSED_BUDGET}
+    if refused:
+        log.warning("feature statistics without %s", _problems(refused))
     stats = combine_for_task(str(request[keys.TASK]), list(sums.values()))
     return stats, stats.to_json() | {
         "sites": sorted(sums),
         "declined": declined,
+        "refused": dict(sorted(refused.items())),
+        "missing": dict(sorted(exchange.missing.items())),
         "privacy": statistics_privacy(sigma),
     }
 
@@ -175,7 +205,7 @@ def validate_candidate(
         "preprocessing": record,
         "thresholds": dict(thresholds),
         "sites": sites,
-        "missing": dict(sorted(exchange.problems.items())),
+        "missing": dict(sorted((exchange.problems | exchange.missing).items())),
     }
     if exchange.heads is not None:  # deployed: what each site's signed head says it has spent
         involved = sorted(set(sites) | set(record.get("sites", [])))

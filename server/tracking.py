@@ -154,6 +154,12 @@ class SiteNames:
         self.registry = registry
         self._names: dict[int, str] = {}  # simulation only: node id -> name its replies sent
 
+    def name_of(self, node: int) -> str:
+        """The site ``node`` is (registered, or seen in its replies), or ``node-N``."""
+        if self.registry is not None:
+            return str(self.registry.names.get(node, f"node-{node}"))
+        return self._names.get(node, f"node-{node}")
+
     def identify(self, reply: Message) -> tuple[str, str | None]:
         """The replying site's name, and why the reply must be refused for who sent it."""
         node = reply.metadata.src_node_id
@@ -233,9 +239,7 @@ class SiteTracking(Strategy):
         self._updated = bool(pending.get("updated", True))
 
     def _node_name(self, node: int) -> str:
-        if self.registry is not None:
-            return str(self.registry.names.get(node, f"node-{node}"))
-        return self._sites._names.get(node, f"node-{node}")
+        return self._sites.name_of(node)
 
     def identify(self, reply: Message) -> tuple[str, str | None]:
         """The replying site's name, and why the reply must be refused for who sent it."""

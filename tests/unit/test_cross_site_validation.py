@@ -71,10 +71,56 @@ def test_every_registered_site_validates_with_the_federations_statistics(
 def test_a_site_claiming_another_name_is_left_out_and_named(
     tmp_path: Path, site_paths: dict[str, Path]
 ) -> None:
+    """Its reply is refused, in the statistics and the validation alike, and named; as a
+    refused reply in a round it counts as an answer, so the others validate without it."""
     nodes, registry = registered_federation(tmp_path, SITES, site_paths, claims={33: "cleveland"})
-    grid = InProcessGrid(nodes)
-    with pytest.raises(ValidationFailed, match="va: claims to be site 'cleveland'"):
-        validate(grid, tmp_path / "out", candidate(tmp_path), registry)
+    result = validate(InProcessGrid(nodes), tmp_path / "out", candidate(tmp_path), registry)
+    claim = "claims to be site 'cleveland'"
+    assert sorted(result["sites"]) == ["cleveland", "hungarian"]
+    assert result["missing"] == {"va": claim}
+    assert result["preprocessing"]["sites"] == ["cleveland", "hungarian"]
+    assert result["preprocessing"]["refused"] == {"va": claim}
+
+
+def test_a_federation_preprocessed_run_goes_on_without_a_site_whose_reply_is_refused(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    """The statistics exchange before round 1 treats a refused reply as a round does: the
+    run trains with the other sites' statistics, and the round refuses that site again."""
+    from fedcare.config import Preprocessing
+    from tests.inprocess_federation import run_server
+
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths, claims={33: "cleveland"})
+    config = RunConfig(rounds=1, preprocessing=Preprocessing.FEDERATION)
+    rounds = run_server(
+        InProcessGrid(nodes), config, tmp_path / "run", **{REGISTRY_KEY: str(registry)}
+    )
+    record = json.loads((tmp_path / "run" / "preprocessing.json").read_text())
+    assert record["sites"] == ["cleveland", "hungarian"]
+    assert record["refused"] == {"va": "claims to be site 'cleveland'"}
+    assert rounds[-1]["updated"] is True
+    assert sorted(rounds[-1]["sites"]) == ["cleveland", "hungarian"]
+
+
+class SilentSiteGrid(InProcessGrid):
+    """One node never replies (as a site that timed out)."""
+
+    def __init__(self, nodes: dict, silent: int) -> None:
+        super().__init__(nodes)
+        self.silent = silent
+
+    def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+        replies = super().send_and_receive(messages, timeout=timeout)
+        return [r for r in replies if r.metadata.src_node_id != self.silent]
+
+
+def test_a_site_that_sends_nothing_is_short_of_min_sites(
+    tmp_path: Path, site_paths: dict[str, Path]
+) -> None:
+    """Unlike a refused reply, silence is no answer: with min-sites 3 the statistics stop."""
+    nodes, registry = registered_federation(tmp_path, SITES, site_paths)
+    with pytest.raises(ValidationFailed, match=r"2 replied .*va: timeout"):
+        validate(SilentSiteGrid(nodes, silent=33), tmp_path / "out", candidate(tmp_path), registry)
     assert not (tmp_path / "out" / VALIDATION_FILE).exists()
 
 
