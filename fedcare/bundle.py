@@ -18,7 +18,6 @@ inference API receives them, and encodes them with the task's own ``encode_input
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import re
@@ -329,20 +328,22 @@ def load_bundle(path: Path, public_key: Path) -> ReleasedModel:
 
 
 def _task_module(task: str) -> Any:
-    from fedcare.tasks.names import TASK_CLASSES
+    """The module of the installed task package that declares ``task`` (its entry point's)."""
+    from fedcare.tasks import task_module
 
-    return importlib.import_module(TASK_CLASSES[task].partition(":")[0])
+    return task_module(task)
 
 
 def _known_task(
     path: Path, task: str
 ) -> tuple[tuple[str, ...], dict[str, InputSpec], tuple[str, ...]]:
-    from fedcare.tasks.names import TASK_CLASSES
+    from fedcare.tasks.names import task_names
 
-    if task not in TASK_CLASSES:
+    if task not in task_names():
         raise BundleError(
-            f"{path / PREPROCESSING_FILE}: task {task!r} is unknown to this fedcare "
-            f"(known: {', '.join(sorted(TASK_CLASSES))}); upgrade fedcare"
+            f"{path / PREPROCESSING_FILE}: task {task!r} is not installed here "
+            f"(installed: {', '.join(task_names()) or 'none'}); install the task's package "
+            "(README, 'Task plugins') or upgrade fedcare"
         )
     return task_inputs(task)
 
