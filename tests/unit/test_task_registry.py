@@ -82,7 +82,7 @@ def test_every_task_pyproject_declares_loads_and_the_install_is_current() -> Non
         if entries[0].distribution.startswith("fedcare ")
     }
     # Assert
-    assert declared == installed
+    assert declared == installed, "installed metadata is stale: reinstall (pip install -e .)"
     for name in declared:
         assert get_task(name).name == name
         assert tuple(task_module(name).FEATURE_NAMES) == get_task(name).feature_names
