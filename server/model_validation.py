@@ -30,6 +30,7 @@ from flwr.serverapp import Grid
 
 from fedcare import messages as keys
 from fedcare.atomic import write_json_atomic
+from fedcare.errors import ExitCode, FedcareError
 from fedcare.feature_stats import DEFAULT_NOISE_MULTIPLIER, FeatureStats, combine_for_task
 from fedcare.server.ledger_heads import LedgerHeads
 from fedcare.server.tracking import SiteNames
@@ -43,8 +44,15 @@ VALIDATE = keys.VALIDATE_QUERY
 NODE_WAIT_S = 300.0
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(FedcareError):
     """Too few sites answered to validate; nothing is written."""
+
+
+class StatisticsNotReleased(ValidationFailed):
+    """Too few sites released their statistics before round 1: the run trains nothing (the
+    CLI exits with :data:`ExitCode.NO_TRAINING`, as for a run whose every round was refused)."""
+
+    exit_code = ExitCode.NO_TRAINING
 
 
 def _wait_for_sites(grid: Grid, min_sites: int, timeout: float) -> list[int]:
@@ -143,10 +151,20 @@ def federation_statistics(
     # sites that sent nothing (timeout, offline) are short of ``min_sites``.
     answered = len(stats_replies) + len(exchange.problems)
     if answered < min_sites or len(sums) < MIN_RELEASING_SITES:
-        raise ValidationFailed(
-            f"{len(sums)} of {min_sites} sites released usable feature statistics and "
-            f"{answered} replied (at least {MIN_RELEASING_SITES} must release; "
-            f"{_problems(exchange.problems | exchange.missing)})"
+        hint = (
+            "their budgets cannot fit the statistics release: see 'fedcare privacy report', "
+            "or train with each site's own statistics (--preprocessing site)"
+            if exchange.problems and set(exchange.problems.values()) == {keys.REFUSED_BUDGET}
+            else "a federation's statistics need at least two sites; with fewer, train with "
+            "each site's own (--preprocessing site)"
+            if answered < MIN_RELEASING_SITES
+            else "see the sites' logs and 'fedcare coordinator status'"
+        )
+        trouble = exchange.problems | exchange.missing
+        raise StatisticsNotReleased(
+            f"no training: {len(sums)} of {min_sites} sites released usable feature statistics "
+            f"before round 1 and {answered} replied (at least {MIN_RELEASING_SITES} must "
+            f"release{'; ' + _problems(trouble) if trouble else ''}) — {hint}"
         )
     declined = sorted(n for n, p in exchange.problems.items() if p == keys.REFUSED_BUDGET)
     if declined:
