@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,14 +11,26 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# What the distribution is built from; everything else in the checkout is not its business.
+SOURCE = ("pyproject.toml", "README.md", "fedcare", "server", "client", "privacy", "simulations")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """The wheel, built from a copy of the source: setuptools writes ``fedcare.egg-info`` into
+    the folder it builds, and in the checkout that file is the installed package's metadata
+    (its ``fedcare.tasks`` entry points), which tests running beside this one read."""
+    out, tree = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
+    for name in SOURCE:
+        source = ROOT / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(source, tree / name, ignore=ignore)
+        else:
+            shutil.copy2(source, tree / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(ROOT)],
+         "--wheel-dir", str(out), str(tree)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (built,) = out.glob("fedcare-*.whl")
