@@ -73,7 +73,7 @@ def coordinator_run(
     secure_aggregation: SecureAggregationOption = None,
     preprocessing: Annotated[
         str | None,
-        typer.Option(help="site (own statistics) or federation (noised, on each ledger)."),
+        typer.Option(help="federation (default: noised, on each ledger) or site (own statistics)."),
     ] = None,
     initial_model: InitialModelOption = None,
     round_timeout: Annotated[

@@ -43,7 +43,7 @@ def simulate(
     weighting: Annotated[str | None, typer.Option(help="uniform or examples.")] = None,
     preprocessing: Annotated[
         str | None,
-        typer.Option(help="site (own statistics) or federation (noised, on each ledger)."),
+        typer.Option(help="federation (default: noised, on each ledger) or site (own statistics)."),
     ] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Local batch size.")] = None,

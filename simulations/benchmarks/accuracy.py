@@ -72,10 +72,11 @@ _FLAMBY_ONLY = ("Scaffold", "Cyclic")  # FLamby strategies fedcare does not have
 
 DEFAULT = "default"
 DP = "dp"
-# the default (and DP) with the federation's noised statistics instead of each site's own: the
-# setting the validation measurements favour (README, "How the defaults were chosen")
-FEDERATION = "federation"
-DP_FEDERATION = "dp-federation"
+# the default (and DP) with each site's own statistics instead of the federation's noised ones:
+# FLamby's protocol, and fedcare's default until the validation measurements chose otherwise
+# (README, "How the defaults were chosen")
+SITE_STATISTICS = "site-statistics"
+DP_SITE_STATISTICS = "dp-site-statistics"
 DP_TARGET_EPSILON = 1.0
 
 GOAL_FEDERATED_MEAN = 0.745
@@ -104,9 +105,9 @@ class Configuration:
 
 
 def configuration_names() -> tuple[str, ...]:
-    """Every configuration, in table order: default, federation, each strategy, dp,
-    dp-federation."""
-    return (DEFAULT, FEDERATION, *(str(s) for s in StrategyName), DP, DP_FEDERATION)
+    """Every configuration, in table order: default, site-statistics, each strategy, dp,
+    dp-site-statistics."""
+    return (DEFAULT, SITE_STATISTICS, *(str(s) for s in StrategyName), DP, DP_SITE_STATISTICS)
 
 
 def configurations(
@@ -129,15 +130,15 @@ def configurations(
         changes: dict[str, Any] = {}
         if name == DEFAULT:
             label = f"default ({base.strategy})"
-        elif name == FEDERATION:
-            label = f"default, federation statistics ({base.strategy})"
-            changes = {"preprocessing": "federation"}
-        elif name in (DP, DP_FEDERATION):
+        elif name == SITE_STATISTICS:
+            label = f"default, each site's own statistics ({base.strategy})"
+            changes = {"preprocessing": "site"}
+        elif name in (DP, DP_SITE_STATISTICS):
             label = f"DP ε≤{DP_TARGET_EPSILON:g} ({base.strategy})"
             changes = {"dp": True, "target_epsilon": DP_TARGET_EPSILON, "noise_multiplier": 0.0}
-            if name == DP_FEDERATION:
-                label = f"DP ε≤{DP_TARGET_EPSILON:g}, federation statistics ({base.strategy})"
-                changes["preprocessing"] = "federation"
+            if name == DP_SITE_STATISTICS:
+                label = f"DP ε≤{DP_TARGET_EPSILON:g}, each site's own statistics ({base.strategy})"
+                changes["preprocessing"] = "site"
         else:
             label, changes = name, {"strategy": name}
         try:

@@ -90,7 +90,9 @@ def test_secure_aggregation_with_dp_runs_across_the_deployed_sites(
         assert record["refused"] == {} and record["rejected"] == {}
         assert set(record["epsilon"]) == set(SITES)
         assert all(0 < eps <= 1.0 for eps in record["epsilon"].values())
-    assert {site: heads[site]["head"]["entries"] for site in SITES} == dict.fromkeys(SITES, 1)
+    # the statistics release before round 1 (the default preprocessing) and the round
+    entries = 1 + SECAGG_ROUNDS
+    assert {site: heads[site]["head"]["entries"] for site in SITES} == dict.fromkeys(SITES, entries)
     verify_audit_logs(federation["root"])
     for site in SITES:
         state = federation["root"] / site
@@ -120,7 +122,7 @@ def finished_run(
     before = set((coord / "runs").iterdir())  # the DP run made the folder
     result = fedcare(
         "coordinator", "run", "--dir", str(coord), "--min-sites", "3", "--rounds", str(ROUNDS),
-        "--strategy", "fedavg", "--timeout", "480",
+        "--strategy", "fedavg", "--timeout", "480", "--preprocessing", "site",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = set((coord / "runs").iterdir()) - before

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from fedcare.config import RunConfig, StrategyName
+from fedcare.config import Preprocessing, RunConfig, StrategyName
 from fedcare.server.app import WEIGHTS_FILE
 from fedcare.simulations import simulate
 from fedcare.simulations.adversaries import Attack
@@ -35,7 +35,8 @@ def _assert_same_model(a: Path, b: Path) -> None:
 
 
 def test_secure_aggregation_gives_the_fedavg_aggregate(tmp_path: Path) -> None:
-    plain = RunConfig(strategy=StrategyName.FEDAVG, rounds=ROUNDS)
+    # each site's own statistics: both runs standardise alike (the federation's are noised anew)
+    plain = RunConfig(strategy=StrategyName.FEDAVG, rounds=ROUNDS, preprocessing=Preprocessing.SITE)
     simulate(plain, tmp_path / "plain")
     summary = simulate(plain.replace(secure_aggregation=True), tmp_path / "secagg")
     assert summary["secure_aggregation"] is True
@@ -55,7 +56,9 @@ def test_secure_aggregation_gives_the_fedavg_aggregate(tmp_path: Path) -> None:
 def test_a_site_dropping_out_mid_round_is_tolerated(tmp_path: Path) -> None:
     """VA joins each round (keys exchanged), then fails while training: SecAgg+ removes its
     masks from the others' shares and the round completes with the other three updates."""
-    config = RunConfig(strategy=StrategyName.FEDAVG, rounds=ROUNDS)
+    config = RunConfig(
+        strategy=StrategyName.FEDAVG, rounds=ROUNDS, preprocessing=Preprocessing.SITE
+    )
     dropout = {"va": Attack.DROPOUT}
     simulate(config, tmp_path / "plain", attacks=dropout)
     summary = simulate(

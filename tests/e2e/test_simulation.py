@@ -21,7 +21,7 @@ SITES = {"cleveland", "hungarian", "switzerland", "va"}
 def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], list[Any]]:
     out = tmp_path_factory.mktemp("sim")
     seen: list[Any] = []
-    summary = simulate(RunConfig(rounds=8), out, on_round=lambda record, total: seen.append(record))
+    summary = simulate(RunConfig(), out, on_round=lambda record, total: seen.append(record))
     return out, summary, seen
 
 
@@ -35,7 +35,7 @@ def test_simulation_uses_the_deployment_apps(
     assert 'serverapp = "fedcare.server.app:app"' in components
     assert 'clientapp = "fedcare.client.app:app"' in components
     # The ServerApp's own progress events arrived in this process: it ran here, per round.
-    assert [record.round for record in seen] == list(range(9))
+    assert [record.round for record in seen] == list(range(RunConfig().rounds + 1))
     assert all(set(record.sites) == SITES for record in seen)
 
 
@@ -44,7 +44,8 @@ def test_accuracy_lands_in_band_and_beats_local_models(
 ) -> None:
     _, summary, seen = default_run
     check_summary_schema(summary)
-    assert 0.68 <= summary["mean_accuracy"] <= 0.85, summary["mean_accuracy"]
+    # the default run (20 rounds, the federation's statistics): 0.748-0.826 over seeds 42-46
+    assert 0.70 <= summary["mean_accuracy"] <= 0.90, summary["mean_accuracy"]
     assert summary["mean_accuracy"] > seen[0].mean_accuracy + 0.1
     assert {s["n_train"] for s in summary["sites"].values()} == {199, 172, 30, 85}
 
@@ -56,7 +57,7 @@ def test_run_folder_holds_every_artifact(
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     rounds = json.loads((out / "rounds.json").read_text())
-    assert [r["round"] for r in rounds] == list(range(9))
+    assert [r["round"] for r in rounds] == list(range(RunConfig().rounds + 1))
     assert (out / "global_model.safetensors").stat().st_size > 0
     for plot in ("accuracy_per_site.png", "federated_vs_baselines.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

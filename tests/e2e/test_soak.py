@@ -58,12 +58,15 @@ def wait_for(path: Path, timeout_s: float, what: str) -> float:
 
 
 def independent_epsilon(state: Path) -> tuple[float, int]:
-    """ε at the heads' δ of every DP-SGD event in the site's ledger, by Opacus' RDP accountant
-    directly (not fedcare's accounting module), and the number of events."""
+    """ε at the heads' δ of every event in the site's ledger - its DP-SGD rounds and the one
+    release of its statistics before round 1 (a Gaussian mechanism: sample rate 1, one step) -
+    by Opacus' RDP accountant directly (not fedcare's accounting module), and the number of
+    events. The statistics are released once, even across the coordinator's crash and resume."""
     events = PrivacyLedger(state).read()
     accountant = RDPAccountant()
+    assert [e.kind for e in events].count("gaussian") == 1, events
     for event in events:
-        assert event.kind == "dp-sgd", event
+        assert event.kind in ("dp-sgd", "gaussian"), event
         accountant.history.append((event.noise_multiplier, event.sample_rate, event.steps))
     return accountant.get_epsilon(delta=HEAD_DELTA), len(events)
 

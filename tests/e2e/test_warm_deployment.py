@@ -58,6 +58,7 @@ def test_deployed_messages_go_to_prestarted_workers_and_site_stop_ends_them(
         result = fedcare(
             "coordinator", "run", "--dir", str(federation["coord"]), "--min-sites", "1",
             "--rounds", "1", "--strategy", "fedavg", "--timeout", "300",
+            "--preprocessing", "site",  # one site: no federation's statistics
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         # Assert: every message was handed to a worker that was running before it arrived

@@ -20,8 +20,8 @@ from fedcare.errors import ConfigError, FedcareError
 from fedcare.simulations.benchmarks.accuracy import (
     DEFAULT,
     DP,
-    DP_FEDERATION,
-    FEDERATION,
+    DP_SITE_STATISTICS,
+    SITE_STATISTICS,
     ConfigurationResult,
     RunFigures,
     Spread,
@@ -201,7 +201,7 @@ def test_configurations_are_the_defaults_with_one_change_each() -> None:
 
     assert chosen[DEFAULT].config == RunConfig()
     assert set(chosen) == {
-        DEFAULT, DP, FEDERATION, DP_FEDERATION, *(str(s) for s in StrategyName)
+        DEFAULT, DP, SITE_STATISTICS, DP_SITE_STATISTICS, *(str(s) for s in StrategyName)
     }  # fmt: skip
     for strategy in StrategyName:
         config = chosen[str(strategy)].config
@@ -210,10 +210,10 @@ def test_configurations_are_the_defaults_with_one_change_each() -> None:
     dp = chosen[DP].config
     assert dp is not None and (dp.dp, dp.target_epsilon) == (True, 1.0)
     assert dp.replace(dp=False, target_epsilon=0.0) == RunConfig()
-    federation = chosen[FEDERATION].config
-    assert federation == RunConfig().replace(preprocessing="federation")
-    dp_federation = chosen[DP_FEDERATION].config
-    assert dp_federation == dp.replace(preprocessing="federation")
+    site_statistics = chosen[SITE_STATISTICS].config
+    assert site_statistics == RunConfig().replace(preprocessing="site")
+    dp_site_statistics = chosen[DP_SITE_STATISTICS].config
+    assert dp_site_statistics == dp.replace(preprocessing="site")
 
 
 def test_a_configuration_run_config_refuses_is_kept_with_the_reason() -> None:
@@ -275,12 +275,12 @@ def test_runner_runs_each_distinct_configuration_and_records_failures(tmp_path: 
 
 @pytest.mark.slow
 def test_cli_small_real_run_table_json_and_plot_agree(tmp_path: Path) -> None:
-    # Prepare: one seed, one round, the default configuration and the strategy it runs (the
+    # Prepare: one seed, three rounds, the default configuration and the strategy it runs (the
     # same RunConfig: its runs are reused), so one simulation (~35 s; DP's reading is covered
     # by the runner test above on summary.json's documented layout).
     twin = str(RunConfig().strategy)
     chosen = f"default,{twin}"
-    args = ["--seeds", "42", "--configurations", chosen, "--rounds", "1", "--out", "out"]
+    args = ["--seeds", "42", "--configurations", chosen, "--rounds", "3", "--out", "out"]
 
     # Execute
     done = subprocess.run(
@@ -294,11 +294,11 @@ def test_cli_small_real_run_table_json_and_plot_agree(tmp_path: Path) -> None:
     out = tmp_path / "out"
     document = json.loads((out / "accuracy.json").read_text())
     assert document["seeds"] == [42] and document["full_protocol"] is False
-    assert document["settings"]["overrides"] == {"rounds": 1}
+    assert document["settings"]["overrides"] == {"rounds": 3}
     runs = {c["name"]: c["runs"] for c in document["configurations"]}
     assert runs[twin] == runs[DEFAULT] and not (out / "runs" / twin).exists()
     summary = json.loads((out / "runs" / DEFAULT / "seed-42" / "summary.json").read_text())
-    assert (summary["rounds"], summary["seed"]) == (1, 42)
+    assert (summary["rounds"], summary["seed"]) == (3, 42)
     assert runs[DEFAULT][0]["mean_accuracy"] == summary["mean_accuracy"]
     assert 0.45 <= summary["mean_accuracy"] <= 0.95  # a learner, not a broken one
     rows = {row["label"].split(" (")[0]: row for row in document["rows"]}

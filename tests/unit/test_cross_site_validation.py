@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedcare import messages as keys
-from fedcare.config import RunConfig
+from fedcare.config import Preprocessing, RunConfig
 from fedcare.privacy.ledger import PrivacyLedger
 from fedcare.runtime_keys import CANDIDATE_KEY, MODE_KEY, REGISTRY_KEY, VALIDATE_MODE
 from fedcare.server.app import main as server_main
@@ -87,7 +87,6 @@ def test_a_federation_preprocessed_run_goes_on_without_a_site_whose_reply_is_ref
 ) -> None:
     """The statistics exchange before round 1 treats a refused reply as a round does: the
     run trains with the other sites' statistics, and the round refuses that site again."""
-    from fedcare.config import Preprocessing
     from tests.inprocess_federation import run_server
 
     nodes, registry = registered_federation(tmp_path, SITES, site_paths, claims={33: "cleveland"})
@@ -144,7 +143,6 @@ def test_a_federation_preprocessed_run_trains_and_validates_with_one_statistics_
     """preprocessing = "federation": the sites release their statistics once, before round
     1 (on their ledgers), train and evaluate with them, and validation reuses them."""
     from fedcare.client.site import SiteIdentity, load_site_data
-    from fedcare.config import Preprocessing
     from fedcare.feature_stats import FeatureStats
     from fedcare.privacy.events import GAUSSIAN_KIND
     from fedcare.runtime_keys import PREPROCESSING_FILE_KEY
@@ -213,7 +211,9 @@ def test_a_run_started_from_a_version_is_registered_as_its_child(
 
     nodes, registry_file = registered_federation(tmp_path, SITES, site_paths)
     grid = InProcessGrid(nodes)
-    config = RunConfig(rounds=1, dp=True, target_epsilon=5.0)
+    # each site's own statistics: the child's round 0 then scores v1 exactly as v1's last round
+    # (a child run releases the federation's statistics afresh: README, "noticed")
+    config = RunConfig(rounds=1, dp=True, target_epsilon=5.0, preprocessing=Preprocessing.SITE)
     run_server(grid, config, tmp_path / "first", **{REGISTRY_KEY: str(registry_file)})
     registry = ModelRegistry(tmp_path / "registry")
     registry.add(tmp_path / "first")
@@ -235,7 +235,6 @@ def test_a_site_whose_budget_refuses_the_statistics_is_an_answer_and_the_run_goe
 ) -> None:
     """Like a refused round: VA's budget cannot fit the release, the others' statistics are
     the federation's, VA's ledger stays empty, and every other site's run stays within target."""
-    from fedcare.config import Preprocessing
     from tests.inprocess_federation import run_server
 
     nodes, registry = registered_federation(tmp_path, SITES, site_paths)
@@ -259,7 +258,6 @@ def test_a_site_whose_budget_refuses_the_statistics_is_an_answer_and_the_run_goe
 def test_statistics_from_one_site_alone_are_refused(
     tmp_path: Path, site_paths: dict[str, Path]
 ) -> None:
-    from fedcare.config import Preprocessing
     from tests.inprocess_federation import run_server
 
     nodes, registry = registered_federation(tmp_path, SITES, site_paths)
