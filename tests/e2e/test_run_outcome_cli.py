@@ -19,15 +19,20 @@ from fedcare.errors import ExitCode
 pytestmark = pytest.mark.slow
 
 
+def two_exhausted_sites(tmp_path: Path, site_paths: dict[str, Path]) -> list[str]:
+    """Cleveland and VA as the scenario ``two``; the options giving each a budget of ε 0.01."""
+    (tmp_path / "two").mkdir()
+    for site in ("cleveland", "va"):
+        (tmp_path / "two" / site_paths[site].name).write_text(site_paths[site].read_text())
+    return ["--site-budget", "cleveland=0.01", "--site-budget", "va=0.01"]
+
+
 def test_a_simulation_in_which_no_site_trained_exits_non_zero_with_a_line_per_site(
     tmp_path: Path, site_paths: dict[str, Path]
 ) -> None:
     # Prepare: a two-hospital federation; each site's budget (ε 0.01) is below one DP round's;
     # each site's own statistics, so the rounds are asked (the statistics release: below)
-    (tmp_path / "two").mkdir()
-    for site in ("cleveland", "va"):
-        (tmp_path / "two" / site_paths[site].name).write_text(site_paths[site].read_text())
-    budgets = ["--site-budget", "cleveland=0.01", "--site-budget", "va=0.01"]
+    budgets = two_exhausted_sites(tmp_path, site_paths)
     # Execute
     result = subprocess.run(
         [sys.executable, "-m", "fedcare", "simulate", "--scenario", "two", "--rounds", "1",
@@ -60,10 +65,7 @@ def test_a_simulation_whose_sites_cannot_release_statistics_exits_5_in_one_line(
     """The default run releases the federation's statistics before round 1; when the sites'
     budgets refuse that release, nothing trains: exit 5 and one line saying why and what to do
     (not a traceback)."""
-    (tmp_path / "two").mkdir()
-    for site in ("cleveland", "va"):
-        (tmp_path / "two" / site_paths[site].name).write_text(site_paths[site].read_text())
-    budgets = ["--site-budget", "cleveland=0.01", "--site-budget", "va=0.01"]
+    budgets = two_exhausted_sites(tmp_path, site_paths)
     result = subprocess.run(
         [sys.executable, "-m", "fedcare", "simulate", "--scenario", "two", "--rounds", "1",
          "--dp", "--target-epsilon", "1", *budgets, "--out", "out"],
