@@ -69,7 +69,7 @@ def site_personalize(
     """Adapt a signed release to this site's own training rows and compare it on its own test
     rows: local-only, global and personalized. Offline: nothing is sent.
 
-    The setting (keep global, fine-tune, Ditto; epochs, learning rate) is chosen on a
+    The setting (keep global, fine-tune, or the site's own model) is chosen on a
     validation part of the training rows only. Under DP every training is DP-SGD spent on this
     site's ledger and budget. The personalized model stays here, in STATE/personalized/.
     """
